@@ -1,0 +1,19 @@
+//! The public event contract of KubeEstateHub.
+//!
+//! Everything an outside subscriber relies on lives here and nowhere else:
+//! - [`reso`]: RESO Data Dictionary vocabulary (status, property type, change type, money);
+//! - [`listing`]: the listing events (the payloads stored in PostgreSQL and published);
+//! - [`envelope`]: the published envelope (ids, sequence, timestamps, actor, correlation) and headers;
+//! - [`subject`]: the NATS subject layout, listing-key encoding and partitioning;
+//! - [`schema`]: JSON Schema generated from these types (checked into `docs/schema/`).
+//!
+//! This crate does no I/O: it is types, their serde form and pure functions.
+
+pub mod envelope;
+pub mod listing;
+pub mod reso;
+pub mod schema;
+pub mod subject;
+
+pub use envelope::{EventEnvelope, Metadata};
+pub use listing::{ListingEvent, SCHEMA_VERSION};

@@ -1,0 +1,713 @@
+//! The Listing aggregate (cqrs-es): `handle` checks the rules and emits events; `apply` only
+//! moves state. The state is also the API's representation of a listing and the snapshot
+//! stored by the event store, so its serde form uses RESO names.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use keh_events::listing::{
+    DetailsPatch, ListingCreated, ListingDetails, ListingDetailsUpdated, ListingEvent,
+    ListingPriceChanged, ListingStatusChanged, MediaAdded, MediaRemoved, MediaReordered,
+    OpenHouseCanceled, OpenHouseScheduled, Text2k,
+};
+use keh_events::reso::{
+    ChangeType, MediaCategory, OpenHouseType, Price, PropertyType, Remarks, ShortText,
+    StandardStatus,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    AddMedia, CancelOpenHouse, ChangeStatus, CreateListing, ListingCommand, RemoveMedia,
+    ReorderMedia, ScheduleOpenHouse, UpdateDetails,
+};
+use crate::error::ListingError;
+use crate::lifecycle;
+
+/// Most media items a listing may hold (keeps the aggregate, and every load, bounded).
+pub const MAX_MEDIA: usize = 200;
+/// Most open houses (scheduled or canceled) a listing may hold.
+pub const MAX_OPEN_HOUSES: usize = 200;
+/// Longest open house.
+const MAX_OPEN_HOUSE_HOURS: i64 = 24;
+
+/// The Listing aggregate: nothing until created, then its state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    state: Option<ListingState>,
+}
+
+/// A media reference of a listing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Media {
+    pub media_key: ShortText,
+    #[serde(rename = "MediaURL")]
+    pub media_url: Text2k,
+    pub media_category: MediaCategory,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_description: Option<ShortText>,
+    /// 0-based position.
+    pub order: u32,
+}
+
+/// RESO `OpenHouseStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenHouseStatus {
+    Active,
+    Canceled,
+}
+
+/// An open house of a listing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OpenHouse {
+    pub open_house_key: ShortText,
+    pub open_house_date: NaiveDate,
+    pub open_house_start_time: DateTime<Utc>,
+    pub open_house_end_time: DateTime<Utc>,
+    pub open_house_type: OpenHouseType,
+    pub open_house_status: OpenHouseStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_house_remarks: Option<Remarks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub showing_agent_key: Option<ShortText>,
+}
+
+/// The full state of a listing, in RESO names. `Version` is the number of events applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListingState {
+    pub listing_key: ShortText,
+    pub version: u64,
+    pub standard_status: StandardStatus,
+    pub property_type: PropertyType,
+    pub list_price: Price,
+    pub original_list_price: Price,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_list_price: Option<Price>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_price: Option<Price>,
+    pub listing_contract_date: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_market_date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_contract_date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_market_date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer_agent_key: Option<ShortText>,
+    pub original_entry_timestamp: DateTime<Utc>,
+    /// Effective time of the latest change of any kind.
+    pub modification_timestamp: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_change_timestamp: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_change_timestamp: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub details: ListingDetails,
+    pub media: Vec<Media>,
+    pub open_houses: Vec<OpenHouse>,
+}
+
+impl Listing {
+    /// The state, if the listing exists.
+    pub fn state(&self) -> Option<&ListingState> {
+        self.state.as_ref()
+    }
+
+    /// Number of events applied (0 for a listing that does not exist).
+    pub fn version(&self) -> u64 {
+        self.state.as_ref().map_or(0, |s| s.version)
+    }
+
+    fn existing(&self) -> Result<&ListingState, ListingError> {
+        self.state
+            .as_ref()
+            .ok_or_else(|| ListingError::not_found(None, "no listing has this ListingKey"))
+    }
+
+    fn decide(&self, command: ListingCommand) -> Result<Vec<ListingEvent>, ListingError> {
+        match command {
+            ListingCommand::Create(c) => self.create(c),
+            ListingCommand::UpdateDetails(c) => self.existing()?.update_details(c),
+            ListingCommand::ChangePrice(c) => {
+                let state = self.existing()?;
+                Ok(state
+                    .change_price(c.list_price, c.at)?
+                    .into_iter()
+                    .collect())
+            }
+            ListingCommand::ChangeStatus(c) => self.existing()?.change_status(c).map(|e| vec![e]),
+            ListingCommand::AddMedia(c) => self.existing()?.add_media(c).map(|e| vec![e]),
+            ListingCommand::RemoveMedia(c) => self.existing()?.remove_media(c).map(|e| vec![e]),
+            ListingCommand::ReorderMedia(c) => self.existing()?.reorder_media(c),
+            ListingCommand::ScheduleOpenHouse(c) => {
+                self.existing()?.schedule_open_house(c).map(|e| vec![e])
+            }
+            ListingCommand::CancelOpenHouse(c) => {
+                self.existing()?.cancel_open_house(c).map(|e| vec![e])
+            }
+        }
+    }
+
+    fn create(&self, c: CreateListing) -> Result<Vec<ListingEvent>, ListingError> {
+        if self.state.is_some() {
+            return Err(ListingError::exists(
+                "ListingKey",
+                "a listing with this ListingKey already exists",
+            ));
+        }
+        if !lifecycle::INITIAL.contains(&c.standard_status) {
+            return Err(ListingError::rule(
+                "StandardStatus",
+                "initial-status",
+                format!(
+                    "a new listing starts as Incomplete, Coming Soon or Active, not {}",
+                    c.standard_status
+                ),
+            ));
+        }
+        check_expiration(c.details.expiration_date, c.listing_contract_date)?;
+        let on_market_date = match (c.standard_status, c.on_market_date) {
+            (StandardStatus::Active, date) => Some(date.unwrap_or(c.listing_contract_date)),
+            (_, None) => None,
+            (status, Some(_)) => {
+                return Err(ListingError::rule(
+                    "OnMarketDate",
+                    "field-not-applicable",
+                    format!("OnMarketDate is set when the listing goes Active, not while {status}"),
+                ));
+            }
+        };
+        if let Some(date) = on_market_date
+            && date < c.listing_contract_date
+        {
+            return Err(before_contract("OnMarketDate"));
+        }
+        Ok(vec![ListingEvent::ListingCreated(ListingCreated {
+            listing_key: c.listing_key,
+            standard_status: c.standard_status,
+            property_type: c.property_type,
+            list_price: c.list_price,
+            original_list_price: c.list_price,
+            listing_contract_date: c.listing_contract_date,
+            on_market_date,
+            original_entry_timestamp: c.at,
+            details: c.details,
+        })])
+    }
+
+    fn apply_event(&mut self, event: ListingEvent) {
+        if let ListingEvent::ListingCreated(e) = event {
+            self.state = Some(ListingState::created(e));
+        } else if let Some(state) = self.state.as_mut() {
+            state.apply(event);
+        }
+    }
+}
+
+fn before_contract(field: &'static str) -> ListingError {
+    ListingError::rule(
+        field,
+        "before-contract-date",
+        format!("{field} must not be before ListingContractDate"),
+    )
+}
+
+fn check_expiration(
+    expiration: Option<NaiveDate>,
+    contract: NaiveDate,
+) -> Result<(), ListingError> {
+    match expiration {
+        Some(date) if date < contract => Err(before_contract("ExpirationDate")),
+        _ => Ok(()),
+    }
+}
+
+fn not_applicable(field: &'static str, to: StandardStatus) -> ListingError {
+    ListingError::rule(
+        field,
+        "field-not-applicable",
+        format!("{field} does not apply to a change to {to}"),
+    )
+}
+
+impl ListingState {
+    fn created(e: ListingCreated) -> Self {
+        Self {
+            listing_key: e.listing_key,
+            version: 1,
+            standard_status: e.standard_status,
+            property_type: e.property_type,
+            list_price: e.list_price,
+            original_list_price: e.original_list_price,
+            previous_list_price: None,
+            close_price: None,
+            listing_contract_date: e.listing_contract_date,
+            on_market_date: e.on_market_date,
+            purchase_contract_date: None,
+            close_date: None,
+            off_market_date: None,
+            withdrawn_date: None,
+            cancellation_date: None,
+            buyer_agent_key: None,
+            original_entry_timestamp: e.original_entry_timestamp,
+            modification_timestamp: e.original_entry_timestamp,
+            price_change_timestamp: None,
+            status_change_timestamp: None,
+            details: e.details,
+            media: Vec::new(),
+            open_houses: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, event: ListingEvent) {
+        self.version += 1;
+        self.modification_timestamp = event.effective_at();
+        match event {
+            // Handled by `Listing::apply_event`; a second creation is never emitted.
+            ListingEvent::ListingCreated(_) => {}
+            ListingEvent::ListingDetailsUpdated(e) => self.details.apply(&e.changes),
+            ListingEvent::ListingPriceChanged(e) => {
+                self.previous_list_price = Some(e.previous_list_price);
+                self.list_price = e.list_price;
+                self.price_change_timestamp = Some(e.price_change_timestamp);
+            }
+            ListingEvent::ListingStatusChanged(e) => {
+                if e.change_type == ChangeType::BackOnMarket {
+                    // The contract fell through or the listing returns: these no longer hold.
+                    self.purchase_contract_date = None;
+                    self.off_market_date = None;
+                    self.withdrawn_date = None;
+                }
+                self.standard_status = e.standard_status;
+                self.status_change_timestamp = Some(e.status_change_timestamp);
+                let set = |slot: &mut Option<NaiveDate>, value: Option<NaiveDate>| {
+                    if value.is_some() {
+                        *slot = value;
+                    }
+                };
+                set(&mut self.on_market_date, e.on_market_date);
+                set(&mut self.purchase_contract_date, e.purchase_contract_date);
+                set(&mut self.close_date, e.close_date);
+                set(&mut self.off_market_date, e.off_market_date);
+                set(&mut self.withdrawn_date, e.withdrawn_date);
+                set(&mut self.cancellation_date, e.cancellation_date);
+                if e.close_price.is_some() {
+                    self.close_price = e.close_price;
+                }
+                if e.buyer_agent_key.is_some() {
+                    self.buyer_agent_key = e.buyer_agent_key;
+                }
+            }
+            ListingEvent::MediaAdded(e) => {
+                let media = Media {
+                    media_key: e.media_key,
+                    media_url: e.media_url,
+                    media_category: e.media_category,
+                    short_description: e.short_description,
+                    order: e.order,
+                };
+                let at = usize::try_from(e.order)
+                    .unwrap_or(usize::MAX)
+                    .min(self.media.len());
+                self.media.insert(at, media);
+                self.renumber_media();
+            }
+            ListingEvent::MediaRemoved(e) => {
+                self.media.retain(|m| m.media_key != e.media_key);
+                self.renumber_media();
+            }
+            ListingEvent::MediaReordered(e) => {
+                let mut ordered = Vec::with_capacity(self.media.len());
+                for key in &e.media_keys {
+                    if let Some(i) = self.media.iter().position(|m| &m.media_key == key) {
+                        ordered.push(self.media.remove(i));
+                    }
+                }
+                // Anything the event did not name keeps its relative order at the end.
+                ordered.append(&mut self.media);
+                self.media = ordered;
+                self.renumber_media();
+            }
+            ListingEvent::OpenHouseScheduled(e) => self.open_houses.push(OpenHouse {
+                open_house_key: e.open_house_key,
+                open_house_date: e.open_house_date,
+                open_house_start_time: e.open_house_start_time,
+                open_house_end_time: e.open_house_end_time,
+                open_house_type: e.open_house_type,
+                open_house_status: OpenHouseStatus::Active,
+                open_house_remarks: e.open_house_remarks,
+                showing_agent_key: e.showing_agent_key,
+            }),
+            ListingEvent::OpenHouseCanceled(e) => {
+                if let Some(oh) = self
+                    .open_houses
+                    .iter_mut()
+                    .find(|o| o.open_house_key == e.open_house_key)
+                {
+                    oh.open_house_status = OpenHouseStatus::Canceled;
+                }
+            }
+        }
+    }
+
+    fn renumber_media(&mut self) {
+        for (i, media) in self.media.iter_mut().enumerate() {
+            media.order = u32::try_from(i).unwrap_or(u32::MAX);
+        }
+    }
+
+    fn refuse_if_deleted(&self) -> Result<(), ListingError> {
+        if self.standard_status == StandardStatus::Delete {
+            return Err(ListingError::rule(
+                "StandardStatus",
+                "listing-deleted",
+                "the listing is deleted",
+            ));
+        }
+        Ok(())
+    }
+
+    fn update_details(&self, c: UpdateDetails) -> Result<Vec<ListingEvent>, ListingError> {
+        self.refuse_if_deleted()?;
+        let changes: DetailsPatch = self.details.effective_changes(c.patch);
+        if let Some(expiration) = &changes.expiration_date {
+            check_expiration(*expiration, self.listing_contract_date)?;
+        }
+        let mut events = Vec::new();
+        if !changes.is_empty() {
+            events.push(ListingEvent::ListingDetailsUpdated(ListingDetailsUpdated {
+                changes,
+                modification_timestamp: c.at,
+            }));
+        }
+        if let Some(price) = c.list_price {
+            events.extend(self.change_price(price, c.at)?);
+        }
+        Ok(events)
+    }
+
+    fn change_price(
+        &self,
+        list_price: Price,
+        at: DateTime<Utc>,
+    ) -> Result<Option<ListingEvent>, ListingError> {
+        if list_price == self.list_price {
+            return Ok(None);
+        }
+        if !lifecycle::allows_price_change(self.standard_status) {
+            return Err(ListingError::rule(
+                "ListPrice",
+                "price-change-not-allowed",
+                format!(
+                    "the list price cannot change while the listing is {}",
+                    self.standard_status
+                ),
+            ));
+        }
+        Ok(Some(ListingEvent::ListingPriceChanged(
+            ListingPriceChanged {
+                change_type: ChangeType::PriceChange,
+                previous_list_price: self.list_price,
+                list_price,
+                price_change_timestamp: at,
+            },
+        )))
+    }
+
+    fn change_status(&self, c: ChangeStatus) -> Result<ListingEvent, ListingError> {
+        let from = self.standard_status;
+        let to = c.standard_status;
+        if !lifecycle::is_allowed(from, to) {
+            let allowed = lifecycle::allowed_targets(from);
+            let allowed = if allowed.is_empty() {
+                format!("{from} is terminal")
+            } else {
+                let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+                format!("from {from} a listing may go to: {}", names.join(", "))
+            };
+            return Err(ListingError::rule(
+                "StandardStatus",
+                "transition-not-allowed",
+                format!("a listing cannot go from {from} to {to}; {allowed}"),
+            ));
+        }
+        let date = c.at.date_naive();
+        if date < self.listing_contract_date {
+            return Err(before_contract("StatusChangeTimestamp"));
+        }
+        let closing = to == StandardStatus::Closed;
+        for (present, field) in [
+            (c.close_price.is_some(), "ClosePrice"),
+            (c.close_date.is_some(), "CloseDate"),
+            (c.buyer_agent_key.is_some(), "BuyerAgentKey"),
+        ] {
+            if present && !closing {
+                return Err(not_applicable(field, to));
+            }
+        }
+        let under_contract = matches!(
+            to,
+            StandardStatus::ActiveUnderContract | StandardStatus::Pending
+        );
+        if c.purchase_contract_date.is_some() && !(under_contract || closing) {
+            return Err(not_applicable("PurchaseContractDate", to));
+        }
+        if let Some(d) = c.purchase_contract_date
+            && d < self.listing_contract_date
+        {
+            return Err(before_contract("PurchaseContractDate"));
+        }
+        let mut event = ListingStatusChanged {
+            change_type: lifecycle::change_type(from, to),
+            previous_standard_status: from,
+            standard_status: to,
+            status_change_timestamp: c.at,
+            on_market_date: None,
+            purchase_contract_date: None,
+            close_date: None,
+            close_price: None,
+            buyer_agent_key: None,
+            off_market_date: None,
+            withdrawn_date: None,
+            cancellation_date: None,
+        };
+        if to == StandardStatus::Active && self.on_market_date.is_none() {
+            event.on_market_date = Some(date);
+        }
+        if under_contract {
+            event.purchase_contract_date = Some(c.purchase_contract_date.unwrap_or(date));
+        }
+        if closing {
+            let close_price = c.close_price.ok_or_else(|| {
+                ListingError::rule(
+                    "ClosePrice",
+                    "required",
+                    "a Closed listing needs a ClosePrice greater than 0",
+                )
+            })?;
+            let close_date = c.close_date.ok_or_else(|| {
+                ListingError::rule(
+                    "CloseDate",
+                    "required",
+                    "a Closed listing needs a CloseDate",
+                )
+            })?;
+            if close_date < self.listing_contract_date {
+                return Err(before_contract("CloseDate"));
+            }
+            event.close_price = Some(close_price);
+            event.close_date = Some(close_date);
+            event.buyer_agent_key = c.buyer_agent_key;
+            if self.purchase_contract_date.is_none() {
+                event.purchase_contract_date = c.purchase_contract_date;
+            }
+        }
+        if lifecycle::leaves_market(to) && self.off_market_date.is_none() {
+            event.off_market_date = Some(date);
+        }
+        match to {
+            StandardStatus::Withdrawn => event.withdrawn_date = Some(date),
+            StandardStatus::Canceled => event.cancellation_date = Some(date),
+            _ => {}
+        }
+        Ok(ListingEvent::ListingStatusChanged(event))
+    }
+
+    fn add_media(&self, c: AddMedia) -> Result<ListingEvent, ListingError> {
+        self.refuse_if_deleted()?;
+        if self.media.iter().any(|m| m.media_key == c.media_key) {
+            return Err(ListingError::exists(
+                "MediaKey",
+                "the listing already has media with this MediaKey",
+            ));
+        }
+        if self.media.len() >= MAX_MEDIA {
+            return Err(ListingError::rule(
+                "MediaKey",
+                "media-limit",
+                format!("a listing holds at most {MAX_MEDIA} media"),
+            ));
+        }
+        let len = u32::try_from(self.media.len()).unwrap_or(u32::MAX);
+        let order = c.order.unwrap_or(len);
+        if order > len {
+            return Err(ListingError::rule(
+                "Order",
+                "out-of-range",
+                format!("Order must be between 0 and {len}"),
+            ));
+        }
+        Ok(ListingEvent::MediaAdded(MediaAdded {
+            media_key: c.media_key,
+            media_url: c.media_url,
+            media_category: c.media_category,
+            short_description: c.short_description,
+            order,
+            modification_timestamp: c.at,
+        }))
+    }
+
+    fn remove_media(&self, c: RemoveMedia) -> Result<ListingEvent, ListingError> {
+        self.refuse_if_deleted()?;
+        if !self.media.iter().any(|m| m.media_key == c.media_key) {
+            return Err(ListingError::not_found(
+                Some("MediaKey"),
+                "the listing has no media with this MediaKey",
+            ));
+        }
+        Ok(ListingEvent::MediaRemoved(MediaRemoved {
+            media_key: c.media_key,
+            modification_timestamp: c.at,
+        }))
+    }
+
+    fn reorder_media(&self, c: ReorderMedia) -> Result<Vec<ListingEvent>, ListingError> {
+        self.refuse_if_deleted()?;
+        let mut wanted: Vec<&ShortText> = c.media_keys.iter().collect();
+        let mut have: Vec<&ShortText> = self.media.iter().map(|m| &m.media_key).collect();
+        wanted.sort();
+        have.sort();
+        if wanted != have {
+            return Err(ListingError::rule(
+                "MediaKeys",
+                "not-a-permutation",
+                "MediaKeys must list every MediaKey of the listing exactly once",
+            ));
+        }
+        if self
+            .media
+            .iter()
+            .map(|m| &m.media_key)
+            .eq(c.media_keys.iter())
+        {
+            return Ok(Vec::new());
+        }
+        Ok(vec![ListingEvent::MediaReordered(MediaReordered {
+            media_keys: c.media_keys,
+            modification_timestamp: c.at,
+        })])
+    }
+
+    fn schedule_open_house(&self, c: ScheduleOpenHouse) -> Result<ListingEvent, ListingError> {
+        if !lifecycle::allows_open_house(self.standard_status) {
+            return Err(ListingError::rule(
+                "StandardStatus",
+                "open-house-not-allowed",
+                format!(
+                    "open houses can be scheduled for Coming Soon, Active or Active Under Contract listings, not {}",
+                    self.standard_status
+                ),
+            ));
+        }
+        if self
+            .open_houses
+            .iter()
+            .any(|o| o.open_house_key == c.open_house_key)
+        {
+            return Err(ListingError::exists(
+                "OpenHouseKey",
+                "the listing already has an open house with this OpenHouseKey",
+            ));
+        }
+        if self.open_houses.len() >= MAX_OPEN_HOUSES {
+            return Err(ListingError::rule(
+                "OpenHouseKey",
+                "open-house-limit",
+                format!("a listing holds at most {MAX_OPEN_HOUSES} open houses"),
+            ));
+        }
+        let duration = c.open_house_end_time - c.open_house_start_time;
+        if duration <= chrono::TimeDelta::zero() {
+            return Err(ListingError::rule(
+                "OpenHouseEndTime",
+                "end-before-start",
+                "OpenHouseEndTime must be after OpenHouseStartTime",
+            ));
+        }
+        if duration > chrono::TimeDelta::hours(MAX_OPEN_HOUSE_HOURS) {
+            return Err(ListingError::rule(
+                "OpenHouseEndTime",
+                "too-long",
+                format!("an open house lasts at most {MAX_OPEN_HOUSE_HOURS} hours"),
+            ));
+        }
+        Ok(ListingEvent::OpenHouseScheduled(OpenHouseScheduled {
+            open_house_key: c.open_house_key,
+            open_house_date: c.open_house_date,
+            open_house_start_time: c.open_house_start_time,
+            open_house_end_time: c.open_house_end_time,
+            open_house_type: c.open_house_type,
+            open_house_remarks: c.open_house_remarks,
+            showing_agent_key: c.showing_agent_key,
+            modification_timestamp: c.at,
+        }))
+    }
+
+    fn cancel_open_house(&self, c: CancelOpenHouse) -> Result<ListingEvent, ListingError> {
+        let Some(open_house) = self
+            .open_houses
+            .iter()
+            .find(|o| o.open_house_key == c.open_house_key)
+        else {
+            return Err(ListingError::not_found(
+                Some("OpenHouseKey"),
+                "the listing has no open house with this OpenHouseKey",
+            ));
+        };
+        if open_house.open_house_status == OpenHouseStatus::Canceled {
+            return Err(ListingError::rule(
+                "OpenHouseKey",
+                "already-canceled",
+                "this open house is already canceled",
+            ));
+        }
+        Ok(ListingEvent::OpenHouseCanceled(OpenHouseCanceled {
+            open_house_key: c.open_house_key,
+            modification_timestamp: c.at,
+        }))
+    }
+}
+
+impl Aggregate for Listing {
+    const TYPE: &'static str = "Listing";
+    type Command = ListingCommand;
+    type Event = ListingEvent;
+    type Error = ListingError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.apply_event(event);
+    }
+}
+
+/// Applies `events` to a fresh listing (rebuilds state, e.g. as of a version).
+pub fn replay(events: impl IntoIterator<Item = ListingEvent>) -> Listing {
+    let mut listing = Listing::default();
+    for event in events {
+        listing.apply_event(event);
+    }
+    listing
+}
+
+#[cfg(test)]
+mod tests;
