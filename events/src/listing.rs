@@ -62,7 +62,7 @@ macro_rules! with_detail_fields {
 
 /// `Some(None)` for an explicit JSON `null`, `Some(Some(v))` for a value; a missing field is
 /// `None` through `#[serde(default)]`. This is JSON merge-patch's distinction.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
@@ -395,7 +395,7 @@ mod tests {
             city: Some(ShortText::new("X").unwrap()),
             ..ListingDetails::default()
         };
-        let effective = details.effective_changes(patch.clone());
+        let effective = details.effective_changes(patch);
         assert_eq!(
             effective.field_names(),
             vec!["City"],

@@ -243,16 +243,16 @@ macro_rules! bounded_decimal {
                 // Trailing zeros are not precision: 100.50 and 100.5 are the same price.
                 let value = value.normalize();
                 if value.scale() > $scale {
-                    return Err(format!("{} must have at most {} decimal places", $what, $scale));
+                    return Err(format!("must have at most {} decimal places", $scale));
                 }
                 if $excl && value <= min {
-                    return Err(format!("{} must be greater than {}", $what, min));
+                    return Err(format!("must be greater than {min}"));
                 }
                 if !$excl && value < min {
-                    return Err(format!("{} must be at least {}", $what, min));
+                    return Err(format!("must be at least {min}"));
                 }
                 if value > max {
-                    return Err(format!("{} must be at most {}", $what, max));
+                    return Err(format!("must be at most {max}"));
                 }
                 Ok(Self(value))
             }

@@ -1,1 +1,580 @@
-//! placeholder
+//! The command API: HTTP commands on listings, decided by the Listing aggregate and appended
+//! to the event store. It never talks to NATS: publication is the relay's job, so commands
+//! keep being accepted while NATS is down.
+//!
+//! - [`dto`]: request bodies and their conversion into commands;
+//! - [`context`]: `If-Match`, `Idempotency-Key`, correlation: what a command carries besides its body;
+//! - this module: routes, the shared submit path, and the mapping of outcomes to responses.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use keh_events::reso::ShortText;
+use keh_listing::command::{CancelOpenHouse, RemoveMedia};
+use keh_listing::{ErrorKind, Listing, ListingCommand};
+use keh_platform::health::Check;
+use keh_platform::json::{json_bytes, parse};
+use keh_platform::{FieldError, Problem};
+use keh_store::{ExecuteError, Store};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+pub mod context;
+pub mod dto;
+
+use context::{CommandContext, IfMatch};
+
+/// Shared state of the command API.
+#[derive(Clone)]
+pub struct CommandApi {
+    store: Arc<Store>,
+}
+
+impl CommandApi {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    /// The routes of the command API (plus the strongly consistent single-listing read).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/api/v1/listings", post(create))
+            .route("/api/v1/listings/{key}", get(read).patch(patch))
+            .route("/api/v1/listings/{key}/price", post(change_price))
+            .route("/api/v1/listings/{key}/status", post(change_status))
+            .route("/api/v1/listings/{key}/media", post(add_media))
+            .route("/api/v1/listings/{key}/media/order", put(reorder_media))
+            .route(
+                "/api/v1/listings/{key}/media/{media_key}",
+                delete(remove_media),
+            )
+            .route(
+                "/api/v1/listings/{key}/open-houses",
+                post(schedule_open_house),
+            )
+            .route(
+                "/api/v1/listings/{key}/open-houses/{open_house_key}",
+                delete(cancel_open_house),
+            )
+            .with_state(self)
+    }
+
+    /// Readiness of the command API: PostgreSQL answers.
+    pub fn health(&self) -> Check {
+        let pool = self.store.pool().clone();
+        Check::new("postgres", true, move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+}
+
+/// A JSON command body and the fingerprint of the request (for `Idempotency-Key`).
+struct Body<T> {
+    value: T,
+    digest: String,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let line = format!("{} {}\n", req.method(), req.uri().path());
+        let bytes = json_bytes(req, state).await?;
+        let value = parse(&bytes)?;
+        let mut hasher = Sha256::new();
+        hasher.update(line.as_bytes());
+        hasher.update(&bytes);
+        Ok(Self {
+            value,
+            digest: hex(&hasher.finalize()),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest_of_line(method: &str, path: &str) -> String {
+    hex(&Sha256::digest(format!("{method} {path}\n").as_bytes()))
+}
+
+/// Validates a `ListingKey` (or sub-resource key) taken from the path.
+fn path_key(raw: &str, field: &str) -> Result<ShortText, Problem> {
+    ShortText::new(raw).map_err(|message| {
+        Problem::bad_request("invalid-path-parameter", format!("{field} {message}")).with_field(
+            field,
+            "invalid-value",
+            message,
+        )
+    })
+}
+
+fn new_key() -> ShortText {
+    // A UUID is always a valid key; the fallback only satisfies the type.
+    ShortText::new(&uuid::Uuid::new_v4().to_string()).unwrap_or_else(|_| unreachable_key())
+}
+
+#[allow(clippy::unwrap_used)]
+fn unreachable_key() -> ShortText {
+    ShortText::new("k").unwrap()
+}
+
+async fn read(State(api): State<CommandApi>, Path(key): Path<String>) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let listing = api
+        .store
+        .load(key.as_str())
+        .await
+        .map_err(|e| execute_problem(e, &key))?;
+    if listing.state().is_none() {
+        return Err(no_listing(&key));
+    }
+    Ok(listing_response(&listing, StatusCode::OK, None))
+}
+
+async fn create(
+    State(api): State<CommandApi>,
+    ctx: CommandContext,
+    body: Body<dto::CreateListingRequest>,
+) -> Result<Response, Problem> {
+    let command = body
+        .value
+        .into_command(new_key(), Utc::now())
+        .map_err(Problem::validation)?;
+    let key = command.listing_key.clone();
+    let listing_id = command.details.listing_id.clone();
+    submit(
+        &api,
+        &key,
+        ListingCommand::Create(command),
+        ctx.with_digest(body.digest),
+        listing_id,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+async fn patch(
+    State(api): State<CommandApi>,
+    Path(key): Path<String>,
+    ctx: CommandContext,
+    body: Body<dto::PatchListingRequest>,
+) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let listing_id = body.value.new_listing_id().cloned();
+    let command = body
+        .value
+        .into_command(Utc::now())
+        .map_err(Problem::validation)?;
+    submit(
+        &api,
+        &key,
+        ListingCommand::UpdateDetails(command),
+        ctx.with_digest(body.digest),
+        listing_id,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn change_price(
+    State(api): State<CommandApi>,
+    Path(key): Path<String>,
+    ctx: CommandContext,
+    body: Body<dto::ChangePriceRequest>,
+) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let command = body
+        .value
+        .into_command(Utc::now())
+        .map_err(Problem::validation)?;
+    submit(
+        &api,
+        &key,
+        ListingCommand::ChangePrice(command),
+        ctx.with_digest(body.digest),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn change_status(
+    State(api): State<CommandApi>,
+    Path(key): Path<String>,
+    ctx: CommandContext,
+    body: Body<dto::ChangeStatusRequest>,
+) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let command = body
+        .value
+        .into_command(Utc::now())
+        .map_err(Problem::validation)?;
+    submit(
+        &api,
+        &key,
+        ListingCommand::ChangeStatus(command),
+        ctx.with_digest(body.digest),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn add_media(
+    State(api): State<CommandApi>,
+    Path(key): Path<String>,
+    ctx: CommandContext,
+    body: Body<dto::AddMediaRequest>,
+) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let command = body
+        .value
+        .into_command(new_key(), Utc::now())
+        .map_err(Problem::validation)?;
+    submit(
+        &api,
+        &key,
+        ListingCommand::AddMedia(command),
+        ctx.with_digest(body.digest),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn reorder_media(
+    State(api): State<CommandApi>,
+    Path(key): Path<String>,
+    ctx: CommandContext,
+    body: Body<dto::ReorderMediaRequest>,
+) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let command = body
+        .value
+        .into_command(Utc::now())
+        .map_err(Problem::validation)?;
+    submit(
+        &api,
+        &key,
+        ListingCommand::ReorderMedia(command),
+        ctx.with_digest(body.digest),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn remove_media(
+    State(api): State<CommandApi>,
+    Path((key, media_key)): Path<(String, String)>,
+    ctx: CommandContext,
+) -> Result<Response, Problem> {
+    let path = format!("/api/v1/listings/{key}/media/{media_key}");
+    let key = path_key(&key, "ListingKey")?;
+    let media_key = path_key(&media_key, "MediaKey")?;
+    let command = ListingCommand::RemoveMedia(RemoveMedia {
+        media_key,
+        at: Utc::now(),
+    });
+    submit(
+        &api,
+        &key,
+        command,
+        ctx.with_digest(digest_of_line("DELETE", &path)),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn schedule_open_house(
+    State(api): State<CommandApi>,
+    Path(key): Path<String>,
+    ctx: CommandContext,
+    body: Body<dto::ScheduleOpenHouseRequest>,
+) -> Result<Response, Problem> {
+    let key = path_key(&key, "ListingKey")?;
+    let command = body
+        .value
+        .into_command(new_key(), Utc::now())
+        .map_err(Problem::validation)?;
+    submit(
+        &api,
+        &key,
+        ListingCommand::ScheduleOpenHouse(command),
+        ctx.with_digest(body.digest),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn cancel_open_house(
+    State(api): State<CommandApi>,
+    Path((key, open_house_key)): Path<(String, String)>,
+    ctx: CommandContext,
+) -> Result<Response, Problem> {
+    let path = format!("/api/v1/listings/{key}/open-houses/{open_house_key}");
+    let key = path_key(&key, "ListingKey")?;
+    let open_house_key = path_key(&open_house_key, "OpenHouseKey")?;
+    let command = ListingCommand::CancelOpenHouse(CancelOpenHouse {
+        open_house_key,
+        at: Utc::now(),
+    });
+    submit(
+        &api,
+        &key,
+        command,
+        ctx.with_digest(digest_of_line("DELETE", &path)),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The one path every command takes: idempotent replay, `ListingId` reservation check,
+/// execution (detached from the client connection), and the response.
+async fn submit(
+    api: &CommandApi,
+    key: &ShortText,
+    command: ListingCommand,
+    ctx: CommandContext,
+    listing_id: Option<ShortText>,
+    success: StatusCode,
+) -> Result<Response, Problem> {
+    if let Some(response) = replay_if_known(api, &ctx).await? {
+        return Ok(response);
+    }
+    if let Some(listing_id) = &listing_id {
+        check_listing_id_free(api, listing_id, key).await?;
+    }
+    let metadata = ctx.metadata(success.as_u16());
+    let expected = match &ctx.if_match {
+        IfMatch::Any => None,
+        IfMatch::Versions(versions) => Some(versions.clone()),
+    };
+    let store = Arc::clone(&api.store);
+    let listing_key = key.as_str().to_owned();
+    // Detached: a client that disconnects mid-request cancels its wait, never the append
+    // (no half-done effect, no pooled connection left idle in a transaction).
+    let outcome = tokio::spawn(async move {
+        store
+            .execute(&listing_key, command, &metadata, expected.as_deref())
+            .await
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "command task failed");
+        Problem::internal()
+    })?;
+    match outcome {
+        Ok(executed) => {
+            let status = if executed.appended == 0 && success == StatusCode::CREATED {
+                StatusCode::OK
+            } else {
+                success
+            };
+            Ok(listing_response(&executed.listing, status, None))
+        }
+        Err(ExecuteError::Conflict) => {
+            // Maybe the same idempotent request won concurrently, or the ListingId was
+            // taken meanwhile; otherwise another write to this listing came first.
+            if let Some(response) = replay_if_known(api, &ctx).await? {
+                return Ok(response);
+            }
+            if let Some(listing_id) = &listing_id {
+                check_listing_id_free(api, listing_id, key).await?;
+            }
+            let current = api.store.load(key.as_str()).await.map(|l| l.version()).ok();
+            let mut problem = Problem::new(
+                StatusCode::CONFLICT,
+                "concurrent-modification",
+                "Conflict",
+                "another change to this listing was committed first; reload it and retry",
+            );
+            problem.current_version = current;
+            Err(problem)
+        }
+        Err(error) => Err(execute_problem(error, key)),
+    }
+}
+
+/// With an `Idempotency-Key` already recorded: the first answer again (same status, the
+/// listing as it was right after the first request), or 422 if the key was used for
+/// another request.
+async fn replay_if_known(
+    api: &CommandApi,
+    ctx: &CommandContext,
+) -> Result<Option<Response>, Problem> {
+    let Some(idempotency) = &ctx.idempotency else {
+        return Ok(None);
+    };
+    let record = api
+        .store
+        .idempotency_record(&idempotency.scope)
+        .await
+        .map_err(execute_problem_plain)?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    if record.request_hash != ctx.digest {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was already used for a different request",
+        )
+        .with_field(
+            "Idempotency-Key",
+            "reused",
+            "use a new key for a new request",
+        ));
+    }
+    let listing = api
+        .store
+        .state_at(&record.aggregate_id, record.last_sequence)
+        .await
+        .map_err(execute_problem_plain)?;
+    let status = u16::try_from(record.response_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    Ok(Some(listing_response(
+        &listing,
+        status,
+        Some(HeaderValue::from_static("true")),
+    )))
+}
+
+async fn check_listing_id_free(
+    api: &CommandApi,
+    listing_id: &ShortText,
+    key: &ShortText,
+) -> Result<(), Problem> {
+    let owner = api
+        .store
+        .listing_id_owner(listing_id.as_str())
+        .await
+        .map_err(|e| execute_problem(e, key))?;
+    match owner {
+        Some(owner) if owner != key.as_str() => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "listing-id-taken",
+            "Conflict",
+            format!("ListingId {listing_id} belongs to another listing"),
+        )
+        .with_field(
+            "ListingId",
+            "unique",
+            "ListingId must be unique among listings",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn no_listing(key: &ShortText) -> Problem {
+    Problem::not_found(format!("no listing has ListingKey {key}")).with_field(
+        "ListingKey",
+        "not-found",
+        "no such listing",
+    )
+}
+
+fn execute_problem_plain(error: ExecuteError) -> Problem {
+    match error {
+        ExecuteError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "event store unavailable");
+            Problem::unavailable("the event store is unavailable; retry later")
+        }
+        other => {
+            tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "command failed");
+            Problem::internal()
+        }
+    }
+}
+
+fn execute_problem(error: ExecuteError, key: &ShortText) -> Problem {
+    match error {
+        ExecuteError::Rule(rule) => {
+            let field = rule.field.unwrap_or("");
+            match rule.kind {
+                ErrorKind::NotFound if rule.field.is_none() => no_listing(key),
+                ErrorKind::NotFound => Problem::not_found(rule.message.clone()).with_field(
+                    field,
+                    rule.rule,
+                    rule.message,
+                ),
+                ErrorKind::AlreadyExists => Problem::new(
+                    StatusCode::CONFLICT,
+                    "already-exists",
+                    "Conflict",
+                    rule.message.clone(),
+                )
+                .with_field(field, rule.rule, rule.message),
+                ErrorKind::Rule => Problem::validation(vec![FieldError {
+                    field: field.to_owned(),
+                    rule: rule.rule.to_owned(),
+                    message: rule.message,
+                }]),
+            }
+        }
+        ExecuteError::VersionMismatch { current } => {
+            let mut problem = Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version-mismatch",
+                "Precondition failed",
+                format!("If-Match does not match the listing's current version {current}"),
+            );
+            problem.current_version = Some(current);
+            problem
+        }
+        other => execute_problem_plain(other),
+    }
+}
+
+/// Characters escaped in a path segment (RFC 3986 unreserved ones stay as they are).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The listing's state with its version as `ETag`.
+fn listing_response(
+    listing: &Listing,
+    status: StatusCode,
+    replayed: Option<HeaderValue>,
+) -> Response {
+    let Some(state) = listing.state() else {
+        return Problem::not_found("no such listing").into_response();
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    if status == StatusCode::CREATED {
+        let encoded =
+            percent_encoding::utf8_percent_encode(state.listing_key.as_str(), PATH_SEGMENT);
+        if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/listings/{encoded}")) {
+            headers.insert(header::LOCATION, location);
+        }
+    }
+    if let Some(value) = replayed {
+        headers.insert("idempotent-replayed", value);
+    }
+    (status, headers, Json(state)).into_response()
+}

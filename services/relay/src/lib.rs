@@ -1,1 +1,564 @@
-//! placeholder
+//! The relay: the only component that publishes to JetStream, and the only one that knows
+//! its publish semantics.
+//!
+//! It reads committed events from PostgreSQL in global order ([`keh_store::outbox`]) and
+//! publishes them pipelined, each with `Nats-Msg-Id` = event id and
+//! `Nats-Expected-Last-Sequence` = the stream sequence the previous message got: the stream
+//! accepts messages only in exactly the order the relay sends them, so per-listing order in
+//! the stream equals per-listing sequence in the store, and a failure anywhere in a
+//! pipeline stops everything after it.
+//!
+//! On every (re)connect it reconciles with the stream: it reads the stream's last message,
+//! finds that event in the store and resumes right after it. It never trusts the
+//! de-duplication window (two minutes, and a single replica's unsynced tail can vanish in a
+//! crash).
+//!
+//! Several relays may run: a PostgreSQL advisory lock, held on a dedicated connection that
+//! also carries every read, elects one leader; the others wait and take over when its
+//! session ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use bytes::Bytes;
+use keh_events::envelope::headers;
+use keh_events::subject::{SubjectLayout, fnv1a32};
+use keh_events::{EventEnvelope, SCHEMA_VERSION};
+use keh_platform::health::Check;
+use keh_store::outbox::{self, Cursor, StoredEvent};
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+mod metrics;
+
+pub use metrics::RelayMetrics;
+
+/// Relay configuration.
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    /// JetStream stream name.
+    pub stream: String,
+    /// Subject prefix (see `keh_events::subject`).
+    pub subject_prefix: String,
+    /// Fixed number of partitions.
+    pub partitions: u32,
+    /// Stream replicas (3 in production).
+    pub replicas: usize,
+    /// JetStream de-duplication window.
+    pub duplicate_window: Duration,
+    /// Maximum age of messages in the stream (zero: kept for ever).
+    pub max_age: Duration,
+    /// Events read and published per pipeline.
+    pub batch_size: i64,
+    /// Poll interval when no notification arrives (notifications can be missed on reconnect).
+    pub idle_poll: Duration,
+    /// How often a standby relay tries to become leader.
+    pub leader_retry: Duration,
+    /// How long to wait for a publish acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            stream: "KEH_LISTINGS".to_owned(),
+            subject_prefix: "keh".to_owned(),
+            partitions: 8,
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::ZERO,
+            batch_size: 500,
+            idle_poll: Duration::from_secs(1),
+            leader_retry: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a relay stopped leading (it then steps down and competes again).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("reading the outbox: {0}")]
+    Outbox(#[from] outbox::ReadError),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("the stream holds {0} messages none of which is in the event store")]
+    StreamAheadOfStore(u64),
+}
+
+fn js_error(error: impl std::fmt::Display) -> RelayError {
+    RelayError::JetStream(error.to_string())
+}
+
+/// Where publication stands: the last published event and the stream sequence it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    cursor: Cursor,
+    stream_sequence: u64,
+}
+
+/// A relay instance.
+pub struct Relay {
+    settings: RelaySettings,
+    layout: SubjectLayout,
+    database: PgConnectOptions,
+    pool: PgPool,
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    metrics: RelayMetrics,
+    reconnected: Arc<AtomicBool>,
+}
+
+/// Connects to NATS without failing when it is down: the client keeps retrying, and the
+/// relay reconciles once it is back. `reconnected` is raised on every (re)connection.
+pub async fn connect_nats(
+    url: &str,
+    name: &str,
+    reconnected: Arc<AtomicBool>,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * attempts as u64).min(2_000))
+        })
+        .event_callback(move |event| {
+            let reconnected = Arc::clone(&reconnected);
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        reconnected.store(true, Ordering::SeqCst);
+                        tracing::info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    other => tracing::info!(event = %other, "NATS event"),
+                }
+            }
+        })
+        .connect(url)
+        .await
+}
+
+impl Relay {
+    /// `database_url` opens the leader's dedicated connection; `pool` serves notifications.
+    pub fn new(
+        settings: RelaySettings,
+        database: PgConnectOptions,
+        pool: PgPool,
+        nats: async_nats::Client,
+        reconnected: Arc<AtomicBool>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let jetstream = jetstream::ContextBuilder::new()
+            .ack_timeout(settings.ack_timeout)
+            .max_ack_inflight(usize::try_from(settings.batch_size.max(1)).unwrap_or(500) * 2)
+            .backpressure_on_inflight(true)
+            .build(nats.clone());
+        Ok(Self {
+            layout: SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions),
+            metrics: RelayMetrics::register(registry)?,
+            settings,
+            database,
+            pool,
+            nats,
+            jetstream,
+            reconnected,
+        })
+    }
+
+    /// This relay's own metrics (tests read its publish counter).
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.metrics
+    }
+
+    /// Readiness: the relay is ready when NATS is connected.
+    pub fn health(&self, required: bool) -> Check {
+        let nats = self.nats.clone();
+        Check::new("nats", required, move || {
+            let state = nats.connection_state();
+            Box::pin(async move {
+                match state {
+                    async_nats::connection::State::Connected => Ok(()),
+                    other => Err(format!("NATS connection is {other}")),
+                }
+            })
+        })
+    }
+
+    /// Runs until `shutdown`: competes for leadership, leads, steps down on failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        loop {
+            let Some(mut leader) = self.become_leader(&shutdown).await else {
+                return;
+            };
+            self.metrics.leader.set(1);
+            tracing::info!(stream = %self.settings.stream, "relay is the leader");
+            let outcome = self.lead(&mut leader, &shutdown).await;
+            self.metrics.leader.set(0);
+            // Closing the session releases the advisory lock for a standby.
+            let _ = leader.close().await;
+            match outcome {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "relay stepped down");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff.next()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a dedicated session and waits until it holds the stream's advisory lock.
+    async fn become_leader(&self, shutdown: &CancellationToken) -> Option<PgConnection> {
+        let lock_key = i64::from(fnv1a32(
+            format!("keh-relay:{}", self.settings.stream).as_bytes(),
+        ));
+        loop {
+            let attempt = async {
+                let mut connection = self.database.connect().await?;
+                loop {
+                    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(lock_key)
+                        .fetch_one(&mut connection)
+                        .await?;
+                    if acquired {
+                        return Ok::<_, sqlx::Error>(connection);
+                    }
+                    tokio::time::sleep(self.settings.leader_retry).await;
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                result = attempt => match result {
+                    Ok(connection) => return Some(connection),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot reach PostgreSQL for leader election");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(self.settings.leader_retry) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes as leader until shutdown (Ok) or until PostgreSQL fails (Err).
+    async fn lead(
+        &self,
+        leader: &mut PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("keh_events").await?;
+        let mut position: Option<Position> = None;
+        let mut nats_backoff = Backoff::new();
+        let mut last_backlog = tokio::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if self.reconnected.swap(false, Ordering::SeqCst) {
+                position = None;
+            }
+            let current = match position {
+                Some(p) => p,
+                None => match self.reconcile(leader).await {
+                    Ok(p) => {
+                        nats_backoff = Backoff::new();
+                        position = Some(p);
+                        p
+                    }
+                    // PostgreSQL failures end the leadership; NATS failures are waited out.
+                    Err(error @ (RelayError::Database(_) | RelayError::Outbox(_))) => {
+                        return Err(error);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot reconcile with JetStream yet");
+                        self.pause(shutdown, nats_backoff.next()).await;
+                        continue;
+                    }
+                },
+            };
+            let batch =
+                outbox::read_after(&mut *leader, current.cursor, self.settings.batch_size).await?;
+            if batch.is_empty() {
+                if last_backlog.elapsed() > Duration::from_secs(5) {
+                    self.record_backlog(leader, current.cursor).await?;
+                    last_backlog = tokio::time::Instant::now();
+                }
+                let held_back = outbox::held_back(&mut *leader, current.cursor).await?;
+                let wait = if held_back {
+                    Duration::from_millis(10)
+                } else {
+                    self.settings.idle_poll
+                };
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    notification = listener.recv() => { notification?; }
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let (reached, failure) = self.publish(&batch, current).await;
+            if reached != current {
+                if let Some(last) = batch.iter().find(|e| e.cursor == reached.cursor) {
+                    outbox::save_checkpoint(
+                        &mut *leader,
+                        &self.settings.stream,
+                        reached.cursor,
+                        last.event_id,
+                    )
+                    .await?;
+                }
+                position = Some(reached);
+            }
+            if let Some(error) = failure {
+                self.metrics.publish_errors.inc();
+                tracing::warn!(%error, "publish failed; reconciling with the stream before going on");
+                position = None;
+                self.pause(shutdown, nats_backoff.next()).await;
+            }
+        }
+    }
+
+    async fn pause(&self, shutdown: &CancellationToken, delay: Duration) {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+
+    async fn record_backlog(
+        &self,
+        leader: &mut PgConnection,
+        cursor: Cursor,
+    ) -> Result<(), sqlx::Error> {
+        let (count, oldest) = outbox::backlog(&mut *leader, cursor).await?;
+        self.metrics.backlog.set(count);
+        let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+        self.metrics.backlog_age.set(age);
+        Ok(())
+    }
+
+    /// Creates or updates the stream with explicit settings.
+    async fn ensure_stream(&self) -> Result<(), RelayError> {
+        let config = stream::Config {
+            name: self.settings.stream.clone(),
+            description: Some("KubeEstateHub listing events (published by the relay)".to_owned()),
+            subjects: vec![self.layout.all()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            max_age: self.settings.max_age,
+            duplicate_window: self.settings.duplicate_window,
+            num_replicas: self.settings.replicas,
+            max_messages: -1,
+            max_bytes: -1,
+            max_messages_per_subject: -1,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        self.jetstream
+            .create_or_update_stream(config)
+            .await
+            .map_err(js_error)?;
+        Ok(())
+    }
+
+    /// Finds where the stream ends in the store's order: the stream's last message names an
+    /// event; publication resumes right after it. Walks back over messages the store does
+    /// not know (a store restored to an earlier point) to the newest one it does.
+    async fn reconcile(&self, leader: &mut PgConnection) -> Result<Position, RelayError> {
+        self.metrics.reconciles.inc();
+        self.ensure_stream().await?;
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.settings.stream)
+            .await
+            .map_err(js_error)?;
+        let state = stream.info().await.map_err(js_error)?.state.clone();
+        let last = state.last_sequence;
+        if state.messages == 0 {
+            tracing::info!(stream = %self.settings.stream, "stream is empty: publishing from the start of the store");
+            return Ok(Position {
+                cursor: Cursor::START,
+                stream_sequence: last,
+            });
+        }
+        let first = state.first_sequence.max(1);
+        let mut sequence = last;
+        while sequence >= first {
+            match stream.get_raw_message(sequence).await {
+                Ok(message) => {
+                    let event_id = message
+                        .headers
+                        .get(headers::MSG_ID)
+                        .and_then(|v| Uuid::parse_str(v.as_str()).ok());
+                    if let Some(event_id) = event_id
+                        && let Some(cursor) = outbox::cursor_of(&mut *leader, event_id).await?
+                    {
+                        if sequence != last {
+                            tracing::error!(
+                                orphaned = last - sequence,
+                                "the stream holds events the store does not (store restored?); resuming after the newest event both know"
+                            );
+                        }
+                        tracing::info!(stream_sequence = last, %event_id, "reconciled with the stream");
+                        return Ok(Position {
+                            cursor,
+                            stream_sequence: last,
+                        });
+                    }
+                }
+                Err(error) => tracing::debug!(%error, sequence, "stream message not readable"),
+            }
+            sequence -= 1;
+        }
+        Err(RelayError::StreamAheadOfStore(state.messages))
+    }
+
+    /// Publishes `batch` pipelined. Returns how far it got and the first failure, if any.
+    async fn publish(
+        &self,
+        batch: &[StoredEvent],
+        start: Position,
+    ) -> (Position, Option<RelayError>) {
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        // Each message must land right after the previous one: the stream checks it.
+        for (expected, event) in (start.stream_sequence..).zip(batch) {
+            let message = match self.message(event, expected) {
+                Ok(message) => message,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            let subject = self
+                .layout
+                .event_subject(&event.listing_key, event.event.event_type());
+            match self.jetstream.send_publish(subject, message).await {
+                Ok(ack) => pending.push((event, ack)),
+                Err(error) => {
+                    failure = Some(js_error(error));
+                    break;
+                }
+            }
+        }
+        let mut reached = start;
+        for (event, ack) in pending {
+            if failure.is_some() {
+                // Everything after a failure is refused by the stream (wrong last sequence)
+                // or is sorted out by the next reconciliation.
+                break;
+            }
+            match ack.await {
+                Ok(ack) if ack.duplicate => {
+                    // Already stored earlier; the sequence chain is now off: reconcile.
+                    self.metrics.duplicates.inc();
+                    failure = Some(RelayError::JetStream(format!(
+                        "event {} was a duplicate",
+                        event.event_id
+                    )));
+                }
+                Ok(ack) => {
+                    self.metrics.published.inc();
+                    reached = Position {
+                        cursor: event.cursor,
+                        stream_sequence: ack.sequence,
+                    };
+                    self.metrics.lag.observe(
+                        (chrono::Utc::now() - event.recorded_at)
+                            .as_seconds_f64()
+                            .max(0.0),
+                    );
+                }
+                Err(error) => failure = Some(js_error(error)),
+            }
+        }
+        (reached, failure)
+    }
+
+    fn message(
+        &self,
+        event: &StoredEvent,
+        expected_last: u64,
+    ) -> Result<PublishMessage, RelayError> {
+        let envelope = EventEnvelope {
+            event_id: event.event_id,
+            schema_version: SCHEMA_VERSION.to_owned(),
+            listing_key: event.listing_key.clone(),
+            sequence: u64::try_from(event.sequence).unwrap_or_default(),
+            global_position: event.cursor.global_position,
+            effective_at: event.event.effective_at(),
+            recorded_at: event.recorded_at,
+            actor: event.metadata.actor.clone(),
+            correlation_id: event.metadata.correlation_id,
+            causation_id: event.metadata.causation_id,
+            partition: self.layout.partition_of(&event.listing_key),
+            event: event.event.clone(),
+        };
+        let payload =
+            serde_json::to_vec(&envelope).map_err(|e| RelayError::JetStream(e.to_string()))?;
+        let mut message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .message_id(event.event_id.to_string())
+            .expected_last_sequence(expected_last)
+            .header(headers::EVENT_TYPE, event.event.event_type())
+            .header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
+            .header(headers::LISTING_KEY, event.listing_key.as_str())
+            .header(headers::SEQUENCE, event.sequence.to_string().as_str())
+            .header(
+                headers::GLOBAL_POSITION,
+                event.cursor.global_position.to_string().as_str(),
+            )
+            .header(
+                headers::EFFECTIVE_AT,
+                envelope.effective_at.to_rfc3339().as_str(),
+            )
+            .header(
+                headers::RECORDED_AT,
+                event.recorded_at.to_rfc3339().as_str(),
+            )
+            .header(
+                headers::CORRELATION_ID,
+                event.metadata.correlation_id.to_string().as_str(),
+            )
+            .header(
+                headers::CAUSATION_ID,
+                event.metadata.causation_id.to_string().as_str(),
+            )
+            .header(headers::CONTENT_TYPE, "application/json");
+        if let Some(traceparent) = &event.metadata.traceparent {
+            message = message.header(headers::TRACEPARENT, traceparent.as_str());
+        }
+        Ok(message)
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    fn next(&mut self) -> Duration {
+        let current = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        current
+    }
+}

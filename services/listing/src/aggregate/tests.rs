@@ -276,7 +276,7 @@ fn price_changes_carry_old_and_new_and_are_refused_when_terminal_or_expired() {
             history_in(StandardStatus::Active),
             ListingCommand::ChangePrice(ChangePrice {
                 list_price: price(500_000),
-                ..change.clone()
+                ..change
             })
         )
         .is_empty()

@@ -1,0 +1,435 @@
+//! Request bodies (RESO names, unknown fields refused) and their conversion into commands.
+//!
+//! Types parse the values (a `Price` is already positive with two decimals); what is left
+//! here are the checks that need the clock or several fields, each reported per field.
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use keh_events::listing::{DetailsPatch, ListingDetails, Text2k, double_option};
+use keh_events::reso::{
+    MediaCategory, OpenHouseType, Price, PropertyType, Remarks, ShortText, StandardStatus,
+};
+use keh_listing::command::{
+    AddMedia, ChangePrice, ChangeStatus, CreateListing, ReorderMedia, ScheduleOpenHouse,
+    UpdateDetails,
+};
+use keh_platform::FieldError;
+use serde::Deserialize;
+
+/// How far in the future an effective timestamp may lie (clock skew between systems).
+const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
+
+/// Validates an optional effective timestamp (defaults to `now`; never in the future).
+fn effective(
+    value: Option<DateTime<Utc>>,
+    field: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, FieldError> {
+    match value {
+        None => Ok(now),
+        Some(at) if at > now + FUTURE_TOLERANCE => Err(FieldError {
+            field: field.to_owned(),
+            rule: "in-the-future".to_owned(),
+            message: format!("{field} must not lie in the future"),
+        }),
+        Some(at) if at.date_naive() < min_date() => Err(too_old(field)),
+        Some(at) => Ok(at),
+    }
+}
+
+fn min_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN)
+}
+
+fn too_old(field: &str) -> FieldError {
+    FieldError {
+        field: field.to_owned(),
+        rule: "too-old".to_owned(),
+        message: format!("{field} must be in 1900 or later"),
+    }
+}
+
+/// Business dates may not lie after today (+1 day for time zones), nor before 1900.
+fn business_date(
+    value: NaiveDate,
+    field: &str,
+    now: DateTime<Utc>,
+) -> Result<NaiveDate, FieldError> {
+    if value > (now + TimeDelta::days(1)).date_naive() {
+        return Err(FieldError {
+            field: field.to_owned(),
+            rule: "in-the-future".to_owned(),
+            message: format!("{field} must not lie in the future"),
+        });
+    }
+    if value < min_date() {
+        return Err(too_old(field));
+    }
+    Ok(value)
+}
+
+/// Collects the field errors of several checks: all of them are reported at once.
+#[derive(Default)]
+pub(crate) struct Checks(pub(crate) Vec<FieldError>);
+
+impl Checks {
+    fn take<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldError>> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(self.0),
+        }
+    }
+}
+
+macro_rules! define_requests {
+    ($($field:ident : $ty:ty = $name:literal),+ $(,)?) => {
+        /// `POST /api/v1/listings`.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct CreateListingRequest {
+            /// Optional: a system key for imported listings; a UUID is assigned otherwise.
+            #[serde(rename = "ListingKey", default)]
+            pub listing_key: Option<ShortText>,
+            /// Incomplete, Coming Soon or Active (the default).
+            #[serde(rename = "StandardStatus", default)]
+            pub standard_status: Option<StandardStatus>,
+            #[serde(rename = "PropertyType")]
+            pub property_type: PropertyType,
+            #[serde(rename = "ListPrice")]
+            pub list_price: Price,
+            /// Defaults to the date of `OriginalEntryTimestamp`.
+            #[serde(rename = "ListingContractDate", default)]
+            pub listing_contract_date: Option<NaiveDate>,
+            #[serde(rename = "OnMarketDate", default)]
+            pub on_market_date: Option<NaiveDate>,
+            /// Effective time of the creation; defaults to now.
+            #[serde(rename = "OriginalEntryTimestamp", default)]
+            pub original_entry_timestamp: Option<DateTime<Utc>>,
+            $(
+                #[serde(rename = $name, default)]
+                pub $field: Option<$ty>,
+            )+
+        }
+
+        impl CreateListingRequest {
+            fn take_details(&mut self) -> ListingDetails {
+                ListingDetails { $($field: self.$field.take(),)+ }
+            }
+        }
+
+        /// `PATCH /api/v1/listings/{ListingKey}` (JSON merge-patch: absent = unchanged,
+        /// null = cleared).
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct PatchListingRequest {
+            #[serde(rename = "ListPrice", default, deserialize_with = "double_option")]
+            pub list_price: Option<Option<Price>>,
+            #[serde(rename = "ModificationTimestamp", default)]
+            pub modification_timestamp: Option<DateTime<Utc>>,
+            $(
+                #[serde(rename = $name, default, deserialize_with = "double_option")]
+                pub $field: Option<Option<$ty>>,
+            )+
+        }
+
+        impl PatchListingRequest {
+            fn take_patch(&mut self) -> DetailsPatch {
+                DetailsPatch { $($field: self.$field.take(),)+ }
+            }
+        }
+    };
+}
+
+keh_events::with_detail_fields!(define_requests);
+
+impl CreateListingRequest {
+    pub(crate) fn into_command(
+        mut self,
+        generated_key: ShortText,
+        now: DateTime<Utc>,
+    ) -> Result<CreateListing, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.original_entry_timestamp,
+            "OriginalEntryTimestamp",
+            now,
+        ));
+        let contract = checks.take(business_date(
+            self.listing_contract_date
+                .unwrap_or_else(|| at.unwrap_or(now).date_naive()),
+            "ListingContractDate",
+            now,
+        ));
+        let on_market = match self.on_market_date {
+            Some(date) => checks
+                .take(business_date(date, "OnMarketDate", now))
+                .map(Some),
+            None => Some(None),
+        };
+        if let Some(expiration) = self.expiration_date {
+            checks.take(expiration_in_range(expiration));
+        }
+        let details = self.take_details();
+        let value = match (at, contract, on_market) {
+            (Some(at), Some(listing_contract_date), Some(on_market_date)) => Some(CreateListing {
+                listing_key: self.listing_key.unwrap_or(generated_key),
+                standard_status: self.standard_status.unwrap_or(StandardStatus::Active),
+                property_type: self.property_type,
+                list_price: self.list_price,
+                listing_contract_date,
+                on_market_date,
+                details,
+                at,
+            }),
+            _ => None,
+        };
+        checks.finish(value)
+    }
+}
+
+/// Expiration dates are future-facing but not absurd.
+fn expiration_in_range(date: NaiveDate) -> Result<NaiveDate, FieldError> {
+    let max = NaiveDate::from_ymd_opt(2200, 12, 31).unwrap_or(NaiveDate::MAX);
+    if date < min_date() || date > max {
+        return Err(FieldError {
+            field: "ExpirationDate".to_owned(),
+            rule: "out-of-range".to_owned(),
+            message: "ExpirationDate must be between 1900 and 2200".to_owned(),
+        });
+    }
+    Ok(date)
+}
+
+impl PatchListingRequest {
+    /// `ListingId` the patch sets, if any (it must be free).
+    pub(crate) fn new_listing_id(&self) -> Option<&ShortText> {
+        self.listing_id.as_ref().and_then(Option::as_ref)
+    }
+
+    pub(crate) fn into_command(
+        mut self,
+        now: DateTime<Utc>,
+    ) -> Result<UpdateDetails, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.modification_timestamp,
+            "ModificationTimestamp",
+            now,
+        ));
+        if let Some(Some(expiration)) = self.expiration_date {
+            checks.take(expiration_in_range(expiration));
+        }
+        let list_price = match self.list_price {
+            Some(None) => {
+                checks.0.push(FieldError {
+                    field: "ListPrice".to_owned(),
+                    rule: "required".to_owned(),
+                    message: "ListPrice cannot be cleared".to_owned(),
+                });
+                None
+            }
+            other => other.flatten(),
+        };
+        let patch = self.take_patch();
+        checks.finish(at.map(|at| UpdateDetails {
+            patch,
+            list_price,
+            at,
+        }))
+    }
+}
+
+/// `POST /api/v1/listings/{ListingKey}/price`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ChangePriceRequest {
+    pub list_price: Price,
+    #[serde(default)]
+    pub price_change_timestamp: Option<DateTime<Utc>>,
+}
+
+impl ChangePriceRequest {
+    pub(crate) fn into_command(self, now: DateTime<Utc>) -> Result<ChangePrice, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.price_change_timestamp,
+            "PriceChangeTimestamp",
+            now,
+        ));
+        checks.finish(at.map(|at| ChangePrice {
+            list_price: self.list_price,
+            at,
+        }))
+    }
+}
+
+/// `POST /api/v1/listings/{ListingKey}/status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ChangeStatusRequest {
+    pub standard_status: StandardStatus,
+    #[serde(default)]
+    pub status_change_timestamp: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub purchase_contract_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub close_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub close_price: Option<Price>,
+    #[serde(default)]
+    pub buyer_agent_key: Option<ShortText>,
+}
+
+impl ChangeStatusRequest {
+    pub(crate) fn into_command(self, now: DateTime<Utc>) -> Result<ChangeStatus, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.status_change_timestamp,
+            "StatusChangeTimestamp",
+            now,
+        ));
+        let purchase = self
+            .purchase_contract_date
+            .map(|d| checks.take(business_date(d, "PurchaseContractDate", now)));
+        let close = self
+            .close_date
+            .map(|d| checks.take(business_date(d, "CloseDate", now)));
+        let value = at.map(|at| ChangeStatus {
+            standard_status: self.standard_status,
+            purchase_contract_date: purchase.flatten(),
+            close_date: close.flatten(),
+            close_price: self.close_price,
+            buyer_agent_key: self.buyer_agent_key,
+            at,
+        });
+        checks.finish(value)
+    }
+}
+
+/// `POST /api/v1/listings/{ListingKey}/media`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct AddMediaRequest {
+    #[serde(default)]
+    pub media_key: Option<ShortText>,
+    #[serde(rename = "MediaURL")]
+    pub media_url: Text2k,
+    pub media_category: MediaCategory,
+    #[serde(default)]
+    pub short_description: Option<ShortText>,
+    #[serde(default)]
+    pub order: Option<u32>,
+    #[serde(default)]
+    pub modification_timestamp: Option<DateTime<Utc>>,
+}
+
+impl AddMediaRequest {
+    pub(crate) fn into_command(
+        self,
+        generated_key: ShortText,
+        now: DateTime<Utc>,
+    ) -> Result<AddMedia, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.modification_timestamp,
+            "ModificationTimestamp",
+            now,
+        ));
+        let url_ok = match url::Url::parse(self.media_url.as_str()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(()),
+            _ => checks.take(Err(FieldError {
+                field: "MediaURL".to_owned(),
+                rule: "invalid-url".to_owned(),
+                message: "MediaURL must be an absolute http or https URL".to_owned(),
+            })),
+        };
+        let value = at.zip(url_ok).map(|(at, ())| AddMedia {
+            media_key: self.media_key.unwrap_or(generated_key),
+            media_url: self.media_url,
+            media_category: self.media_category,
+            short_description: self.short_description,
+            order: self.order,
+            at,
+        });
+        checks.finish(value)
+    }
+}
+
+/// `PUT /api/v1/listings/{ListingKey}/media/order`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ReorderMediaRequest {
+    pub media_keys: Vec<ShortText>,
+    #[serde(default)]
+    pub modification_timestamp: Option<DateTime<Utc>>,
+}
+
+impl ReorderMediaRequest {
+    pub(crate) fn into_command(self, now: DateTime<Utc>) -> Result<ReorderMedia, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.modification_timestamp,
+            "ModificationTimestamp",
+            now,
+        ));
+        checks.finish(at.map(|at| ReorderMedia {
+            media_keys: self.media_keys,
+            at,
+        }))
+    }
+}
+
+/// `POST /api/v1/listings/{ListingKey}/open-houses`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ScheduleOpenHouseRequest {
+    #[serde(default)]
+    pub open_house_key: Option<ShortText>,
+    /// Defaults to the (UTC) date of `OpenHouseStartTime`.
+    #[serde(default)]
+    pub open_house_date: Option<NaiveDate>,
+    pub open_house_start_time: DateTime<Utc>,
+    pub open_house_end_time: DateTime<Utc>,
+    #[serde(default)]
+    pub open_house_type: Option<OpenHouseType>,
+    #[serde(default)]
+    pub open_house_remarks: Option<Remarks>,
+    #[serde(default)]
+    pub showing_agent_key: Option<ShortText>,
+    #[serde(default)]
+    pub modification_timestamp: Option<DateTime<Utc>>,
+}
+
+impl ScheduleOpenHouseRequest {
+    pub(crate) fn into_command(
+        self,
+        generated_key: ShortText,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleOpenHouse, Vec<FieldError>> {
+        let mut checks = Checks::default();
+        let at = checks.take(effective(
+            self.modification_timestamp,
+            "ModificationTimestamp",
+            now,
+        ));
+        if self.open_house_start_time.date_naive() < min_date() {
+            checks.0.push(too_old("OpenHouseStartTime"));
+        }
+        let value = at.map(|at| ScheduleOpenHouse {
+            open_house_key: self.open_house_key.unwrap_or(generated_key),
+            open_house_date: self
+                .open_house_date
+                .unwrap_or_else(|| self.open_house_start_time.date_naive()),
+            open_house_start_time: self.open_house_start_time,
+            open_house_end_time: self.open_house_end_time,
+            open_house_type: self.open_house_type.unwrap_or(OpenHouseType::Public),
+            open_house_remarks: self.open_house_remarks,
+            showing_agent_key: self.showing_agent_key,
+            at,
+        });
+        checks.finish(value)
+    }
+}

@@ -1,0 +1,247 @@
+//! The command line: subcommands per role, and every setting as a flag backed by an
+//! environment variable (`DATABASE_URL`, `NATS_URL`, everything else `KEH_*`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use keh_platform::telemetry::LogFormat;
+
+/// KubeEstateHub: an event-sourced real-estate listings platform.
+///
+/// Every role runs from this one binary, alone (one per Kubernetes Deployment) or all
+/// together in one process (`all`, for a laptop). Every option can be set by the
+/// environment variable shown in brackets.
+#[derive(Debug, Parser)]
+#[command(name = "kubeestatehub", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Every role in one process, serving every HTTP route on one listener.
+    All,
+    /// The command API (HTTP commands appended to the event store).
+    CommandApi,
+    /// The relay (publishes committed events to JetStream; serves health and metrics).
+    Relay,
+    /// Apply database migrations, then exit.
+    Migrate,
+    /// Print the JSON Schema of the published event envelope, then exit.
+    Schema,
+}
+
+/// A PostgreSQL URL whose password never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("must be a postgres:// or postgresql:// URL".to_owned())
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keep scheme and host, hide credentials.
+        let shown = match self.0.split_once('@') {
+            Some((_, host)) => format!("postgres://***@{host}"),
+            None => self.0.clone(),
+        };
+        f.write_str(&shown)
+    }
+}
+
+/// Every setting, with its environment variable and default.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// PostgreSQL connection URL (the event store and everything else).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/kubeestatehub"
+    )]
+    pub database_url: DatabaseUrl,
+
+    /// NATS server URL (JetStream enabled).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
+    /// Address the HTTP listener binds (APIs, health, metrics).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// Log filter, `RUST_LOG` syntax (e.g. `info,keh_relay=debug`).
+    #[arg(long, global = true, env = "KEH_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format: one JSON object per line, or text for a terminal.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+
+    /// Apply pending migrations at start-up (turn off when a Job runs `migrate`).
+    #[arg(long, global = true, env = "KEH_MIGRATE", default_value_t = true, action = ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Largest PostgreSQL pool of the process.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_DB_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a database connection before a 503, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
+    pub db_acquire_timeout_ms: u64,
+
+    /// Write an aggregate snapshot every N events (bounds the cost of loading a listing).
+    #[arg(long, global = true, env = "KEH_SNAPSHOT_EVERY", default_value_t = 50)]
+    pub snapshot_every: usize,
+
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_BODY_LIMIT_BYTES",
+        default_value_t = 262_144
+    )]
+    pub body_limit_bytes: usize,
+
+    /// Longest a request may take, in milliseconds (503 beyond).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+
+    /// JetStream stream holding the listing events.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_STREAM",
+        default_value = "KEH_LISTINGS"
+    )]
+    pub stream: String,
+
+    /// First token(s) of every subject (`{prefix}.listing.{partition}.{key}.{EventType}`).
+    #[arg(long, global = true, env = "KEH_SUBJECT_PREFIX", default_value = "keh")]
+    pub subject_prefix: String,
+
+    /// Number of partitions (fixed for the life of a stream; consumers scale up to it).
+    #[arg(long, global = true, env = "KEH_PARTITIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+
+    /// Stream replicas (3 in production: a single replica is not durable storage).
+    #[arg(long, global = true, env = "KEH_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+
+    /// JetStream de-duplication window, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_STREAM_DUPLICATE_WINDOW_SECS",
+        default_value_t = 120
+    )]
+    pub stream_duplicate_window_secs: u64,
+
+    /// Maximum age of stream messages in seconds (0: kept for ever).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_STREAM_MAX_AGE_SECS",
+        default_value_t = 0
+    )]
+    pub stream_max_age_secs: u64,
+
+    /// Events the relay reads and publishes per pipeline.
+    #[arg(long, global = true, env = "KEH_RELAY_BATCH", default_value_t = 500)]
+    pub relay_batch: i64,
+
+    /// Relay poll interval when no notification arrives, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_RELAY_IDLE_POLL_MS",
+        default_value_t = 1000
+    )]
+    pub relay_idle_poll_ms: u64,
+}
+
+impl Settings {
+    /// The relay's settings.
+    pub fn relay(&self) -> keh_relay::RelaySettings {
+        keh_relay::RelaySettings {
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            partitions: self.partitions,
+            replicas: self.stream_replicas,
+            duplicate_window: Duration::from_secs(self.stream_duplicate_window_secs),
+            max_age: Duration::from_secs(self.stream_max_age_secs),
+            batch_size: self.relay_batch.max(1),
+            idle_poll: Duration::from_millis(self.relay_idle_poll_ms.max(10)),
+            ..keh_relay::RelaySettings::default()
+        }
+    }
+
+    pub fn http(&self) -> keh_platform::http::HttpSettings {
+        keh_platform::http::HttpSettings {
+            body_limit: self.body_limit_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+
+    pub fn pool(&self, role: &str) -> keh_store::PoolSettings {
+        keh_store::PoolSettings {
+            max_connections: self.db_max_connections.max(2),
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            application_name: format!("kubeestatehub-{role}"),
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The command API end to end: responses, versions, idempotency, concurrency, publication.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use keh_events::EventEnvelope;
+use kubeestatehub::Roles;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn house() -> Value {
+    json!({
+        "PropertyType": "Residential",
+        "ListPrice": 450000.50,
+        "ListingId": format!("MLS-{}", unique_id()),
+        "City": "Springfield",
+        "PostalCode": "62701",
+        "BedroomsTotal": 3,
+        "LivingArea": 1850,
+        "LivingAreaUnits": "Square Feet",
+        "Latitude": 39.78172100,
+        "Longitude": -89.65014800,
+        "PublicRemarks": "Sunny <b>corner</b> lot",
+        "PrivateRemarks": "Lockbox 1234"
+    })
+}
+
+async fn event_count(db: &TestDb) -> i64 {
+    let pool = db.pool().await;
+    let count = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    pool.close().await;
+    count
+}
+
+#[tokio::test]
+async fn create_returns_state_and_is_published_with_the_documented_contract() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+
+    let reply = app.post("/api/v1/listings", &house()).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let key = reply.body["ListingKey"].as_str().expect("key").to_owned();
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/api/v1/listings/{key}").as_str())
+    );
+    assert_eq!(reply.header("etag"), Some("\"1\""));
+    assert_eq!(reply.body["Version"], 1);
+    assert_eq!(reply.body["StandardStatus"], "Active");
+    assert_eq!(
+        reply.body["ListPrice"].to_string(),
+        "450000.5",
+        "prices are exact JSON numbers"
+    );
+    assert_eq!(reply.body["OriginalListPrice"].to_string(), "450000.5");
+    assert_eq!(reply.body["Latitude"].to_string(), "39.781721");
+
+    // The event is in PostgreSQL...
+    let pool = db.pool().await;
+    let stored = stored_events(&pool).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].1.as_str(), stored[0].2), (key.as_str(), 1));
+
+    // ...and, within a second, on the stream with the documented subject and headers.
+    let started = Instant::now();
+    let published = wait_for_stream(&nats_url(), &app.settings.stream, 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "published after {:?}",
+        started.elapsed()
+    );
+    let message = &published[0];
+    let partition = keh_events::subject::partition_of(&key, app.settings.partitions);
+    assert_eq!(
+        message.subject,
+        format!(
+            "t{id}.listing.{partition}.{}.ListingCreated",
+            keh_events::subject::encode_key(&key)
+        )
+    );
+    assert_eq!(message.header("Nats-Msg-Id"), Some(stored[0].0.to_string()));
+    assert_eq!(
+        message.header("KEH-Event-Type").as_deref(),
+        Some("ListingCreated")
+    );
+    assert_eq!(message.header("KEH-Listing-Key"), Some(key.clone()));
+    assert_eq!(message.header("KEH-Sequence").as_deref(), Some("1"));
+    assert_eq!(message.header("KEH-Schema-Version").as_deref(), Some("1"));
+    assert_eq!(
+        message.header("Content-Type").as_deref(),
+        Some("application/json")
+    );
+    let envelope: EventEnvelope =
+        serde_json::from_value(message.envelope.clone()).expect("envelope matches the contract");
+    assert_eq!(envelope.event_id, stored[0].0);
+    assert_eq!(envelope.partition, partition);
+    assert_eq!(
+        message.envelope["Data"]["ListPrice"].to_string(),
+        "450000.5"
+    );
+    assert_eq!(message.envelope["Actor"], "anonymous");
+
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn commands_move_the_listing_through_its_lifecycle_with_etags() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(
+        settings(&db, &nats_url(), &id),
+        Roles {
+            command_api: true,
+            relay: false,
+        },
+    )
+    .await;
+    let key = app.create_listing(house()).await;
+    let path = format!("/api/v1/listings/{key}");
+
+    // A stale If-Match is 412 and names the current version; the right one succeeds.
+    let stale = app
+        .send(
+            app.client
+                .post(app.url(&format!("{path}/price")))
+                .header("if-match", "\"7\"")
+                .json(&json!({"ListPrice": 440000})),
+        )
+        .await;
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    assert_eq!(stale.body["currentVersion"], 1);
+    let priced = app
+        .send(
+            app.client
+                .post(app.url(&format!("{path}/price")))
+                .header("if-match", "\"1\"")
+                .json(&json!({"ListPrice": 440000})),
+        )
+        .await;
+    assert_eq!(priced.status, 200, "{}", priced.body);
+    assert_eq!(priced.header("etag"), Some("\"2\""));
+    assert_eq!(priced.body["PreviousListPrice"], 450000.5);
+
+    let patched = app
+        .send(
+            app.client
+                .patch(app.url(&path))
+                .header("content-type", "application/merge-patch+json")
+                .body(
+                    json!({"BedroomsTotal": 4, "PrivateRemarks": null, "ListPrice": 435000})
+                        .to_string(),
+                ),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        patched.body["Version"], 4,
+        "details and price are two events"
+    );
+    assert!(patched.body.get("PrivateRemarks").is_none());
+
+    let media = app
+        .post(
+            &format!("{path}/media"),
+            &json!({"MediaURL": "https://img.example.com/1.jpg", "MediaCategory": "Photo"}),
+        )
+        .await;
+    assert_eq!(media.status, 200, "{}", media.body);
+    let media_key = media.body["Media"][0]["MediaKey"]
+        .as_str()
+        .expect("media key")
+        .to_owned();
+    let open_house = app
+        .post(
+            &format!("{path}/open-houses"),
+            &json!({
+        "OpenHouseStartTime": "2027-01-10T14:00:00Z", "OpenHouseEndTime": "2027-01-10T16:00:00Z"}),
+        )
+        .await;
+    assert_eq!(open_house.status, 200, "{}", open_house.body);
+    let oh_key = open_house.body["OpenHouses"][0]["OpenHouseKey"]
+        .as_str()
+        .expect("oh key")
+        .to_owned();
+    assert_eq!(
+        app.send(
+            app.client
+                .delete(app.url(&format!("{path}/open-houses/{oh_key}")))
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        app.send(
+            app.client
+                .delete(app.url(&format!("{path}/media/{media_key}")))
+        )
+        .await
+        .status,
+        200
+    );
+
+    for (body, version) in [
+        (
+            json!({"StandardStatus": "Pending", "PurchaseContractDate": chrono::Utc::now().date_naive()}),
+            9,
+        ),
+        (
+            json!({"StandardStatus": "Closed", "ClosePrice": 441000, "CloseDate": chrono::Utc::now().date_naive()}),
+            10,
+        ),
+    ] {
+        let reply = app.post(&format!("{path}/status"), &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["Version"], version);
+    }
+    let read = app.send(app.client.get(app.url(&path))).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.body["StandardStatus"], "Closed");
+    assert_eq!(read.body["ClosePrice"], 441000);
+    assert_eq!(read.header("etag"), Some("\"10\""));
+    assert_eq!(event_count(&db).await, 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_returns_the_first_answer_and_creates_no_event() {
+    let db = TestDb::create().await;
+    let app = TestApp::spawn(
+        settings(&db, &nats_url(), &unique_id()),
+        Roles {
+            command_api: true,
+            relay: false,
+        },
+    )
+    .await;
+    let body = house();
+    let create = || {
+        app.client
+            .post(app.url("/api/v1/listings"))
+            .header("idempotency-key", "create-1")
+            .json(&body)
+    };
+    let first = app.send(create()).await;
+    let second = app.send(create()).await;
+    assert_eq!((first.status, second.status), (201, 201), "{}", second.body);
+    assert_eq!(
+        first.body, second.body,
+        "the retry returns the first answer"
+    );
+    assert_eq!(second.header("location"), first.header("location"));
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert_eq!(event_count(&db).await, 1);
+
+    // Concurrent retries of one price change: one event, every answer the same.
+    let key = first.body["ListingKey"].as_str().expect("key");
+    let price = |_| {
+        app.send(
+            app.client
+                .post(app.url(&format!("/api/v1/listings/{key}/price")))
+                .header("idempotency-key", "price-1")
+                .json(&json!({"ListPrice": 400000})),
+        )
+    };
+    let replies = join_all((0..8).map(price)).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["Version"], 2);
+    }
+    assert_eq!(event_count(&db).await, 2);
+
+    // The same key for another request is refused.
+    let other = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api/v1/listings/{key}/price")))
+                .header("idempotency-key", "price-1")
+                .json(&json!({"ListPrice": 1})),
+        )
+        .await;
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(
+        other.body["type"],
+        "/api/v1/problems/idempotency-key-reused"
+    );
+    assert_eq!(event_count(&db).await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_writers_on_one_listing_append_exactly_one_event_each_accepted() {
+    let db = TestDb::create().await;
+    let app = TestApp::spawn(
+        settings(&db, &nats_url(), &unique_id()),
+        Roles {
+            command_api: true,
+            relay: false,
+        },
+    )
+    .await;
+    let key = app.create_listing(house()).await;
+    let url = app.url(&format!("/api/v1/listings/{key}/price"));
+    let writers = (0..50).map(|i| {
+        let mut request = app
+            .client
+            .post(&url)
+            .json(&json!({"ListPrice": 300000 + i}));
+        if i % 2 == 0 {
+            request = request.header("if-match", "\"1\"");
+        }
+        app.send(request)
+    });
+    let replies = join_all(writers).await;
+    let accepted = replies.iter().filter(|r| r.status == 200).count();
+    for reply in &replies {
+        assert!(
+            matches!(reply.status, 200 | 409 | 412),
+            "unexpected {}: {}",
+            reply.status,
+            reply.body
+        );
+        assert_eq!(
+            reply
+                .header("content-type")
+                .map(|c| c.starts_with("application/")),
+            Some(true)
+        );
+    }
+    assert!(accepted >= 1);
+    let pool = db.pool().await;
+    let sequences: Vec<i64> = sqlx::query_scalar("SELECT sequence FROM events ORDER BY sequence")
+        .fetch_all(&pool)
+        .await
+        .expect("sequences");
+    assert_eq!(
+        sequences,
+        (1..=i64::try_from(accepted + 1).expect("count")).collect::<Vec<_>>(),
+        "one event per accepted command, no gap"
+    );
+    pool.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_history_loads_through_snapshots_to_the_same_state() {
+    let db = TestDb::create().await;
+    let app = TestApp::spawn(
+        settings(&db, &nats_url(), &unique_id()),
+        Roles {
+            command_api: true,
+            relay: false,
+        },
+    )
+    .await;
+    let key = app.create_listing(house()).await;
+    for i in 0..35 {
+        let reply = app
+            .post(
+                &format!("/api/v1/listings/{key}/price"),
+                &json!({"ListPrice": 400000 + i}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let pool = db.pool().await;
+    let snapshot: i64 = sqlx::query_scalar("SELECT last_sequence FROM snapshots")
+        .fetch_one(&pool)
+        .await
+        .expect("snapshot written");
+    assert_eq!(snapshot, 30, "snapshot every 10 events");
+    let read = app
+        .send(app.client.get(app.url(&format!("/api/v1/listings/{key}"))))
+        .await;
+    assert_eq!(read.body["Version"], 36);
+    assert_eq!(read.body["ListPrice"], 400034);
+    assert_eq!(read.body["PreviousListPrice"], 400033);
+    pool.close().await;
+    app.stop().await;
+}

@@ -1,0 +1,495 @@
+//! Test harness: a fresh database per test, a private stream and subject prefix per test, the
+//! real application on port 0, private NATS servers for outage tests.
+//!
+//! Servers come from `KEH_TEST_DATABASE_URL` (a database the tests may create databases
+//! from; default: `DATABASE_URL` with database `postgres`) and `NATS_URL`. A missing server
+//! fails the test with a message saying so: nothing is skipped.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use keh_platform::telemetry::LogFormat;
+use kubeestatehub::cli::{DatabaseUrl, Settings};
+use kubeestatehub::{Roles, start};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Generous bound for eventual effects (correctness, not speed).
+pub(crate) const EVENTUALLY: Duration = Duration::from_secs(20);
+
+fn admin_url() -> String {
+    if let Ok(url) = std::env::var("KEH_TEST_DATABASE_URL") {
+        return url;
+    }
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => match url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/postgres"),
+            None => url,
+        },
+        Err(_) => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+    }
+}
+
+pub(crate) fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A database of its own, dropped at the end of the test.
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub(crate) async fn create() -> Self {
+        let admin = admin_url();
+        let name = format!("keh_t_{}", Uuid::new_v4().simple());
+        let pool = PgPool::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is required for this test ({admin}): {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create test database");
+        pool.close().await;
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("unexpected database URL {admin}"),
+        };
+        Self { name, url, admin }
+    }
+
+    pub(crate) async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Async work cannot run in Drop: a short-lived runtime on its own thread does it.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let pool = PgPool::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&pool)
+                    .await
+                    .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings for a test: every field explicit, so nothing leaks in from the environment.
+pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
+    Settings {
+        database_url: db.url.parse::<DatabaseUrl>().expect("database url"),
+        nats_url: nats_url.to_owned(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        log: std::env::var("KEH_TEST_LOG").unwrap_or_else(|_| "off".to_owned()),
+        log_format: LogFormat::Text,
+        migrate: true,
+        db_max_connections: 20,
+        db_acquire_timeout_ms: 3000,
+        snapshot_every: 10,
+        body_limit_bytes: 64 * 1024,
+        request_timeout_ms: 10_000,
+        stream: format!("KEH_T_{id}"),
+        subject_prefix: format!("t{id}"),
+        partitions: 4,
+        stream_replicas: 1,
+        stream_duplicate_window_secs: 120,
+        stream_max_age_secs: 0,
+        relay_batch: 100,
+        relay_idle_poll_ms: 200,
+    }
+}
+
+/// A running application instance.
+pub(crate) struct TestApp {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) settings: Settings,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub(crate) async fn spawn(settings: Settings, roles: Roles) -> Self {
+        keh_platform::telemetry::init(settings.log_format, &settings.log);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(start(settings.clone(), roles, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let app = Self {
+            base,
+            client,
+            settings,
+            shutdown,
+            task: Some(task),
+        };
+        app.wait_until(|status| status == 200, "/api/v1/health/live")
+            .await;
+        app
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn wait_until(&self, ok: impl Fn(u16) -> bool, path: &str) {
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        loop {
+            if let Ok(response) = self.client.get(self.url(path)).send().await
+                && ok(response.status().as_u16())
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs JSON, returns status, headers and body.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Reply {
+        Reply::from(
+            self.client
+                .post(self.url(path))
+                .json(body)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    /// Creates a listing and returns its key.
+    pub(crate) async fn create_listing(&self, body: Value) -> String {
+        let reply = self.post("/api/v1/listings", &body).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["ListingKey"]
+            .as_str()
+            .expect("ListingKey")
+            .to_owned()
+    }
+
+    /// A value of this instance's `/metrics`.
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Stops the instance and waits for it to drain.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(EVENTUALLY, task).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response, read completely.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Value,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Unique id for stream and subject names.
+pub(crate) fn unique_id() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_uppercase()
+}
+
+/// A message of the stream, as a subscriber sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    pub(crate) subject: String,
+    pub(crate) headers: async_nats::HeaderMap,
+    pub(crate) envelope: Value,
+}
+
+impl Published {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.as_str().to_owned())
+    }
+}
+
+/// Every message of `stream`, in stream order, read by an ordered consumer as an outside
+/// subscriber would.
+pub(crate) async fn stream_messages(nats_url: &str, stream: &str) -> Vec<Published> {
+    let client = async_nats::connect(nats_url)
+        .await
+        .unwrap_or_else(|e| panic!("NATS is required ({nats_url}): {e}"));
+    let jetstream = async_nats::jetstream::new(client);
+    let Ok(mut handle) = jetstream.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let last = handle
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    let mut messages = Vec::new();
+    if last == 0 {
+        return messages;
+    }
+    let consumer = handle
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut stream_of_messages = consumer.messages().await.expect("messages");
+    while let Ok(Some(next)) =
+        tokio::time::timeout(Duration::from_secs(5), stream_of_messages.next()).await
+    {
+        let message = next.expect("message");
+        let info = message.info().expect("info");
+        let sequence = info.stream_sequence;
+        messages.push(Published {
+            subject: message.subject.to_string(),
+            headers: message.headers.clone().unwrap_or_default(),
+            envelope: serde_json::from_slice(&message.payload).expect("envelope JSON"),
+        });
+        if sequence >= last {
+            break;
+        }
+    }
+    messages
+}
+
+/// Waits until `stream` holds `count` messages (or more), then returns them all.
+pub(crate) async fn wait_for_stream(nats_url: &str, stream: &str, count: usize) -> Vec<Published> {
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let client = async_nats::connect(nats_url).await.expect("NATS");
+        let jetstream = async_nats::jetstream::new(client);
+        let held = match jetstream.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if usize::try_from(held).unwrap_or(0) >= count {
+            return stream_messages(nats_url, stream).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream {stream} holds {held} messages, expected {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes a test stream (best effort).
+pub(crate) async fn delete_stream(nats_url: &str, stream: &str) {
+    if let Ok(client) = async_nats::connect(nats_url).await {
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(stream)
+            .await;
+    }
+}
+
+/// Event ids, listing keys and sequences in the store, in global order.
+pub(crate) async fn stored_events(pool: &PgPool) -> Vec<(Uuid, String, i64)> {
+    sqlx::query_as(
+        "SELECT event_id, aggregate_id, sequence FROM events ORDER BY tx_id, global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read events")
+}
+
+/// Checks the relay's invariants: the stream holds exactly the store's events (same ids,
+/// no duplicates) and each listing's events in sequence order.
+pub(crate) fn assert_stream_equals_store(published: &[Published], stored: &[(Uuid, String, i64)]) {
+    let ids: Vec<String> = published
+        .iter()
+        .map(|p| p.header("Nats-Msg-Id").unwrap_or_default())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "duplicate event ids in the stream");
+    let mut expected: Vec<String> = stored.iter().map(|(id, _, _)| id.to_string()).collect();
+    expected.sort();
+    assert_eq!(
+        unique, expected,
+        "the stream must hold exactly the store's events"
+    );
+    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for message in published {
+        let key = message.envelope["ListingKey"]
+            .as_str()
+            .expect("ListingKey")
+            .to_owned();
+        let sequence = message.envelope["Sequence"].as_i64().expect("Sequence");
+        let previous = last.insert(key.clone(), sequence).unwrap_or(0);
+        assert_eq!(
+            sequence,
+            previous + 1,
+            "listing {key}: sequence {sequence} follows {previous} in the stream"
+        );
+    }
+}
+
+/// A private NATS server with JetStream on its own port and storage, for outage tests.
+pub(crate) struct PrivateNats {
+    pub(crate) port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl PrivateNats {
+    pub(crate) async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("keh-nats-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("nats dir");
+        let mut nats = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        nats.resume().await;
+        nats
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and storage.
+    pub(crate) async fn resume(&mut self) {
+        let binary = [
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        })
+        .expect("the nats-server binary is required for outage tests (./dev test installs it)");
+        let child = Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "private nats-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server abruptly (SIGKILL): clients see the connection drop.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real application against real PostgreSQL and NATS (one binary, as
+//! zero2prod's `tests/api/`). Each test owns a database, a stream and a subject prefix, so
+//! tests run in parallel and can be rerun.
+
+// In tests a failed expectation is the failure we want to see.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod bad_input;
+mod commands;
+mod harness;
+mod relay;

@@ -1,0 +1,119 @@
+//! The HTTP stack shared by every role, and `serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::health::Health;
+use crate::metrics::{self, HttpMetrics};
+use crate::problem::{Problem, problem_for_plain_errors};
+
+/// Limits applied to every request.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Largest request body accepted (413 beyond).
+    pub body_limit: usize,
+    /// Longest a request may take (503 beyond; a command already submitted still completes).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: 256 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps the routers of the roles this process runs with health, metrics, fallbacks and the
+/// common layers. Every error leaving it is `application/problem+json`.
+pub fn app(
+    api: Router,
+    health: Health,
+    registry: Arc<Registry>,
+    settings: &HttpSettings,
+) -> Result<Router, prometheus::Error> {
+    let http_metrics = Arc::new(HttpMetrics::register(&registry)?);
+    let health = Arc::new(health);
+    let ready = Arc::clone(&health);
+    let metrics_registry = Arc::clone(&registry);
+    let ops = Router::new()
+        .route(
+            "/api/v1/health",
+            get(move || {
+                let health = Arc::clone(&health);
+                async move { health.report().await }
+            }),
+        )
+        .route(
+            "/api/v1/health/ready",
+            get(move || {
+                let health = Arc::clone(&ready);
+                async move { health.ready().await }
+            }),
+        )
+        .route("/api/v1/health/live", get(|| async { Health::live() }))
+        .route(
+            "/metrics",
+            get({
+                let registry = Arc::clone(&metrics_registry);
+                move || {
+                    let registry = Arc::clone(&registry);
+                    async move { metrics::render(&registry) }
+                }
+            }),
+        )
+        .route(
+            "/api/v1/metrics",
+            get(move || {
+                let registry = Arc::clone(&metrics_registry);
+                async move { metrics::render(&registry) }
+            }),
+        );
+    Ok(api
+        .merge(ops)
+        .fallback(|| async { Problem::from_status(StatusCode::NOT_FOUND) })
+        .layer(middleware::from_fn_with_state(http_metrics, metrics::track))
+        .layer(middleware::map_response(problem_for_plain_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::internal().into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+}
+
+/// Serves `app` on an already-bound listener until `shutdown` is cancelled, then drains
+/// in-flight requests. Logs `listening on http://ADDR` once accepting.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

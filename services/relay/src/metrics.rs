@@ -1,0 +1,74 @@
+//! The relay's Prometheus metrics (registered per instance).
+
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+
+/// Counters and gauges of one relay.
+#[derive(Clone)]
+pub struct RelayMetrics {
+    /// Events this relay published (acknowledged by JetStream, not duplicates).
+    pub published: IntCounter,
+    pub duplicates: IntCounter,
+    pub publish_errors: IntCounter,
+    pub reconciles: IntCounter,
+    /// 1 while this instance is the leader.
+    pub leader: IntGauge,
+    /// Committed events not yet published.
+    pub backlog: IntGauge,
+    /// Age of the oldest unpublished event.
+    pub backlog_age: Gauge,
+    /// Recorded → acknowledged by JetStream.
+    pub lag: Histogram,
+}
+
+impl RelayMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            published: IntCounter::new(
+                "keh_relay_published_total",
+                "Events published by this relay",
+            )?,
+            duplicates: IntCounter::new(
+                "keh_relay_duplicates_total",
+                "Publishes JetStream reported as duplicates",
+            )?,
+            publish_errors: IntCounter::new(
+                "keh_relay_publish_errors_total",
+                "Failed publish pipelines",
+            )?,
+            reconciles: IntCounter::new(
+                "keh_relay_reconciles_total",
+                "Reconciliations with the stream",
+            )?,
+            leader: IntGauge::new(
+                "keh_relay_leader",
+                "1 while this relay instance is the active leader",
+            )?,
+            backlog: IntGauge::new(
+                "keh_relay_backlog_events",
+                "Committed events not yet published",
+            )?,
+            backlog_age: Gauge::new(
+                "keh_relay_backlog_age_seconds",
+                "Age of the oldest unpublished event",
+            )?,
+            lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keh_relay_publish_lag_seconds",
+                    "Time from commit to JetStream acknowledgement",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+                ]),
+            )?,
+        };
+        registry.register(Box::new(metrics.published.clone()))?;
+        registry.register(Box::new(metrics.duplicates.clone()))?;
+        registry.register(Box::new(metrics.publish_errors.clone()))?;
+        registry.register(Box::new(metrics.reconciles.clone()))?;
+        registry.register(Box::new(metrics.leader.clone()))?;
+        registry.register(Box::new(metrics.backlog.clone()))?;
+        registry.register(Box::new(metrics.backlog_age.clone()))?;
+        registry.register(Box::new(metrics.lag.clone()))?;
+        Ok(metrics)
+    }
+}

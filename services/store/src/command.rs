@@ -1,0 +1,205 @@
+//! Executing Listing commands against the event store.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use keh_events::{ListingEvent, Metadata};
+use keh_listing::{Listing, ListingCommand, ListingError};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a command did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The aggregate refused it (404/409/422 by kind).
+    #[error(transparent)]
+    Rule(ListingError),
+    /// `If-Match` named another version than the current one.
+    #[error("the listing is at version {current}")]
+    VersionMismatch { current: u64 },
+    /// Another transaction won: a concurrent write to the listing, or a unique reservation
+    /// (`ListingId`, idempotency key) taken meanwhile. Nothing was appended.
+    #[error("a concurrent change conflicted with this command")]
+    Conflict,
+    /// PostgreSQL could not be reached in time. Nothing was appended.
+    #[error("the event store is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("unexpected event store failure")]
+    Internal(#[source] BoxError),
+}
+
+/// A command's outcome.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// The listing after the command.
+    pub listing: Listing,
+    /// Events appended (0: the command changed nothing).
+    pub appended: usize,
+}
+
+/// What an `Idempotency-Key` recorded with its events.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct IdempotencyRecord {
+    pub aggregate_id: String,
+    pub request_hash: String,
+    pub response_status: i32,
+    pub last_sequence: i64,
+}
+
+/// The Listing event store.
+pub struct Store {
+    pool: PgPool,
+    events: PersistedEventStore<PostgresEventRepository, Listing>,
+}
+
+impl Store {
+    /// `snapshot_every`: a snapshot is written every N events, so loading a listing reads at
+    /// most one snapshot and N events, whatever the length of its history.
+    pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
+        let repo = PostgresEventRepository::new(pool.clone());
+        Self {
+            pool,
+            events: PersistedEventStore::new_snapshot_store(repo, snapshot_every.max(1)),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Loads the current state of a listing (`Listing::default()` if it does not exist).
+    pub async fn load(&self, listing_key: &str) -> Result<Listing, ExecuteError> {
+        let context = self
+            .events
+            .load_aggregate(listing_key)
+            .await
+            .map_err(map_error)?;
+        Ok(context.aggregate)
+    }
+
+    /// Decides `command` on the current state and appends its events atomically.
+    ///
+    /// `expected_versions` (from `If-Match`) must contain the listing's version. Between the
+    /// load and the append another writer may win; the primary key on
+    /// `(aggregate_id, sequence)` then refuses this append ([`ExecuteError::Conflict`]).
+    pub async fn execute(
+        &self,
+        listing_key: &str,
+        command: ListingCommand,
+        metadata: &Metadata,
+        expected_versions: Option<&[u64]>,
+    ) -> Result<Executed, ExecuteError> {
+        let context = self
+            .events
+            .load_aggregate(listing_key)
+            .await
+            .map_err(map_error)?;
+        let current = u64::try_from(context.current_sequence).unwrap_or(u64::MAX);
+        if let Some(expected) = expected_versions
+            && !expected.contains(&current)
+        {
+            return Err(ExecuteError::VersionMismatch { current });
+        }
+        // cqrs-es 0.5's sink applies events to the aggregate it is given, and `commit`
+        // applies them again when it builds a snapshot. Deciding on a copy keeps the
+        // context's aggregate at its loaded state, so snapshots never double-apply.
+        let mut after = context.aggregate.clone();
+        let sink = EventSink::default();
+        after
+            .handle(command, &(), &sink)
+            .await
+            .map_err(ExecuteError::Rule)?;
+        let events: Vec<ListingEvent> = sink.collect().await;
+        let appended = events.len();
+        if appended > 0 {
+            self.events
+                .commit(events, context, metadata.to_map())
+                .await
+                .map_err(map_error)?;
+        }
+        Ok(Executed {
+            listing: after,
+            appended,
+        })
+    }
+
+    /// The listing as it was right after its event number `version` (1-based).
+    pub async fn state_at(&self, listing_key: &str, version: i64) -> Result<Listing, ExecuteError> {
+        let payloads: Vec<String> = sqlx::query_scalar(
+            "SELECT payload::text FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3
+              ORDER BY sequence",
+        )
+        .bind(Listing::TYPE)
+        .bind(listing_key)
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        let events = payloads
+            .iter()
+            .map(|p| serde_json::from_str::<ListingEvent>(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ExecuteError::Internal(Box::new(e)))?;
+        Ok(keh_listing::aggregate::replay(events))
+    }
+
+    /// What an idempotency key recorded, if its events were committed.
+    pub async fn idempotency_record(
+        &self,
+        scope: &str,
+    ) -> Result<Option<IdempotencyRecord>, ExecuteError> {
+        sqlx::query_as(
+            "SELECT aggregate_id, request_hash, response_status, last_sequence
+               FROM idempotency_keys WHERE scope = $1",
+        )
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)
+    }
+
+    /// The listing that holds a `ListingId`, if any.
+    pub async fn listing_id_owner(&self, listing_id: &str) -> Result<Option<String>, ExecuteError> {
+        sqlx::query_scalar("SELECT listing_key FROM listing_ids WHERE listing_id = $1")
+            .bind(listing_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+/// Maps a direct sqlx failure.
+pub(crate) fn map_sqlx(error: sqlx::Error) -> ExecuteError {
+    if is_unavailable(&error) {
+        ExecuteError::Unavailable(Box::new(error))
+    } else {
+        ExecuteError::Internal(Box::new(error))
+    }
+}
+
+fn map_error(error: AggregateError<ListingError>) -> ExecuteError {
+    match error {
+        AggregateError::UserError(e) => ExecuteError::Rule(e),
+        AggregateError::AggregateConflict => ExecuteError::Conflict,
+        AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e),
+        AggregateError::DeserializationError(e) => ExecuteError::Internal(e),
+        // postgres-es reports pool timeouts as "unexpected": look inside.
+        AggregateError::UnexpectedError(e) => match e.downcast_ref::<sqlx::Error>() {
+            Some(sqlx_error) if is_unavailable(sqlx_error) => ExecuteError::Unavailable(e),
+            _ => ExecuteError::Internal(e),
+        },
+    }
+}
