@@ -433,3 +433,71 @@ impl ScheduleOpenHouseRequest {
         checks.finish(value)
     }
 }
+
+/// A request body that becomes one command on an existing listing.
+pub(crate) trait CommandBody: serde::de::DeserializeOwned + Send {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>>;
+
+    /// The `ListingId` the command would set (it must be free).
+    fn listing_id(&self) -> Option<ShortText> {
+        None
+    }
+}
+
+/// A fresh key for a listing or a sub-resource.
+pub(crate) fn new_key() -> ShortText {
+    let key = uuid::Uuid::new_v4().to_string();
+    // A UUID is always 36 plain characters: the fallback cannot happen.
+    ShortText::new(&key).unwrap_or_else(|_| fallback_key())
+}
+
+#[allow(clippy::unwrap_used)]
+fn fallback_key() -> ShortText {
+    ShortText::new("key").unwrap()
+}
+
+impl CommandBody for PatchListingRequest {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(now)
+            .map(keh_listing::ListingCommand::UpdateDetails)
+    }
+
+    fn listing_id(&self) -> Option<ShortText> {
+        self.new_listing_id().cloned()
+    }
+}
+
+impl CommandBody for ChangePriceRequest {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(now)
+            .map(keh_listing::ListingCommand::ChangePrice)
+    }
+}
+
+impl CommandBody for ChangeStatusRequest {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(now)
+            .map(keh_listing::ListingCommand::ChangeStatus)
+    }
+}
+
+impl CommandBody for AddMediaRequest {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(new_key(), now)
+            .map(keh_listing::ListingCommand::AddMedia)
+    }
+}
+
+impl CommandBody for ReorderMediaRequest {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(now)
+            .map(keh_listing::ListingCommand::ReorderMedia)
+    }
+}
+
+impl CommandBody for ScheduleOpenHouseRequest {
+    fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(new_key(), now)
+            .map(keh_listing::ListingCommand::ScheduleOpenHouse)
+    }
+}

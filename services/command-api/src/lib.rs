@@ -44,18 +44,33 @@ impl CommandApi {
     pub fn router(self) -> Router {
         Router::new()
             .route("/api/v1/listings", post(create))
-            .route("/api/v1/listings/{key}", get(read).patch(patch))
-            .route("/api/v1/listings/{key}/price", post(change_price))
-            .route("/api/v1/listings/{key}/status", post(change_status))
-            .route("/api/v1/listings/{key}/media", post(add_media))
-            .route("/api/v1/listings/{key}/media/order", put(reorder_media))
+            .route(
+                "/api/v1/listings/{key}",
+                get(read).patch(keyed::<dto::PatchListingRequest>),
+            )
+            .route(
+                "/api/v1/listings/{key}/price",
+                post(keyed::<dto::ChangePriceRequest>),
+            )
+            .route(
+                "/api/v1/listings/{key}/status",
+                post(keyed::<dto::ChangeStatusRequest>),
+            )
+            .route(
+                "/api/v1/listings/{key}/media",
+                post(keyed::<dto::AddMediaRequest>),
+            )
+            .route(
+                "/api/v1/listings/{key}/media/order",
+                put(keyed::<dto::ReorderMediaRequest>),
+            )
             .route(
                 "/api/v1/listings/{key}/media/{media_key}",
                 delete(remove_media),
             )
             .route(
                 "/api/v1/listings/{key}/open-houses",
-                post(schedule_open_house),
+                post(keyed::<dto::ScheduleOpenHouseRequest>),
             )
             .route(
                 "/api/v1/listings/{key}/open-houses/{open_house_key}",
@@ -122,16 +137,6 @@ fn path_key(raw: &str, field: &str) -> Result<ShortText, Problem> {
     })
 }
 
-fn new_key() -> ShortText {
-    // A UUID is always a valid key; the fallback only satisfies the type.
-    ShortText::new(&uuid::Uuid::new_v4().to_string()).unwrap_or_else(|_| unreachable_key())
-}
-
-#[allow(clippy::unwrap_used)]
-fn unreachable_key() -> ShortText {
-    ShortText::new("k").unwrap()
-}
-
 async fn read(State(api): State<CommandApi>, Path(key): Path<String>) -> Result<Response, Problem> {
     let key = path_key(&key, "ListingKey")?;
     let listing = api
@@ -152,7 +157,7 @@ async fn create(
 ) -> Result<Response, Problem> {
     let command = body
         .value
-        .into_command(new_key(), Utc::now())
+        .into_command(dto::new_key(), Utc::now())
         .map_err(Problem::validation)?;
     let key = command.listing_key.clone();
     let listing_id = command.details.listing_id.clone();
@@ -167,112 +172,25 @@ async fn create(
     .await
 }
 
-async fn patch(
+/// Every command on an existing listing whose body is one of the `dto` requests.
+async fn keyed<T: dto::CommandBody>(
     State(api): State<CommandApi>,
     Path(key): Path<String>,
     ctx: CommandContext,
-    body: Body<dto::PatchListingRequest>,
+    body: Body<T>,
 ) -> Result<Response, Problem> {
     let key = path_key(&key, "ListingKey")?;
-    let listing_id = body.value.new_listing_id().cloned();
+    let listing_id = body.value.listing_id();
     let command = body
         .value
-        .into_command(Utc::now())
+        .command(Utc::now())
         .map_err(Problem::validation)?;
     submit(
         &api,
         &key,
-        ListingCommand::UpdateDetails(command),
+        command,
         ctx.with_digest(body.digest),
         listing_id,
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn change_price(
-    State(api): State<CommandApi>,
-    Path(key): Path<String>,
-    ctx: CommandContext,
-    body: Body<dto::ChangePriceRequest>,
-) -> Result<Response, Problem> {
-    let key = path_key(&key, "ListingKey")?;
-    let command = body
-        .value
-        .into_command(Utc::now())
-        .map_err(Problem::validation)?;
-    submit(
-        &api,
-        &key,
-        ListingCommand::ChangePrice(command),
-        ctx.with_digest(body.digest),
-        None,
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn change_status(
-    State(api): State<CommandApi>,
-    Path(key): Path<String>,
-    ctx: CommandContext,
-    body: Body<dto::ChangeStatusRequest>,
-) -> Result<Response, Problem> {
-    let key = path_key(&key, "ListingKey")?;
-    let command = body
-        .value
-        .into_command(Utc::now())
-        .map_err(Problem::validation)?;
-    submit(
-        &api,
-        &key,
-        ListingCommand::ChangeStatus(command),
-        ctx.with_digest(body.digest),
-        None,
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn add_media(
-    State(api): State<CommandApi>,
-    Path(key): Path<String>,
-    ctx: CommandContext,
-    body: Body<dto::AddMediaRequest>,
-) -> Result<Response, Problem> {
-    let key = path_key(&key, "ListingKey")?;
-    let command = body
-        .value
-        .into_command(new_key(), Utc::now())
-        .map_err(Problem::validation)?;
-    submit(
-        &api,
-        &key,
-        ListingCommand::AddMedia(command),
-        ctx.with_digest(body.digest),
-        None,
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn reorder_media(
-    State(api): State<CommandApi>,
-    Path(key): Path<String>,
-    ctx: CommandContext,
-    body: Body<dto::ReorderMediaRequest>,
-) -> Result<Response, Problem> {
-    let key = path_key(&key, "ListingKey")?;
-    let command = body
-        .value
-        .into_command(Utc::now())
-        .map_err(Problem::validation)?;
-    submit(
-        &api,
-        &key,
-        ListingCommand::ReorderMedia(command),
-        ctx.with_digest(body.digest),
-        None,
         StatusCode::OK,
     )
     .await
@@ -295,28 +213,6 @@ async fn remove_media(
         &key,
         command,
         ctx.with_digest(digest_of_line("DELETE", &path)),
-        None,
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn schedule_open_house(
-    State(api): State<CommandApi>,
-    Path(key): Path<String>,
-    ctx: CommandContext,
-    body: Body<dto::ScheduleOpenHouseRequest>,
-) -> Result<Response, Problem> {
-    let key = path_key(&key, "ListingKey")?;
-    let command = body
-        .value
-        .into_command(new_key(), Utc::now())
-        .map_err(Problem::validation)?;
-    submit(
-        &api,
-        &key,
-        ListingCommand::ScheduleOpenHouse(command),
-        ctx.with_digest(body.digest),
         None,
         StatusCode::OK,
     )
