@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, patch, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use keh_events::reso::ShortText;
@@ -40,13 +40,13 @@ impl CommandApi {
         Self { store }
     }
 
-    /// The routes of the command API (plus the strongly consistent single-listing read).
+    /// The routes of the command API. Reads (`GET` on the same paths) are the query API's.
     pub fn router(self) -> Router {
         Router::new()
             .route("/api/v1/listings", post(create))
             .route(
                 "/api/v1/listings/{key}",
-                get(read).patch(keyed::<dto::PatchListingRequest>),
+                patch(keyed::<dto::PatchListingRequest>),
             )
             .route(
                 "/api/v1/listings/{key}/price",
@@ -135,19 +135,6 @@ fn path_key(raw: &str, field: &str) -> Result<ShortText, Problem> {
             message,
         )
     })
-}
-
-async fn read(State(api): State<CommandApi>, Path(key): Path<String>) -> Result<Response, Problem> {
-    let key = path_key(&key, "ListingKey")?;
-    let listing = api
-        .store
-        .load(key.as_str())
-        .await
-        .map_err(|e| execute_problem(e, &key))?;
-    if listing.state().is_none() {
-        return Err(no_listing(&key));
-    }
-    Ok(listing_response(&listing, StatusCode::OK, None))
 }
 
 async fn create(

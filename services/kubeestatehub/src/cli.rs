@@ -30,12 +30,27 @@ pub enum Command {
     All,
     /// The command API (HTTP commands appended to the event store).
     CommandApi,
+    /// The query API (search, listings, history, time travel, live feed).
+    QueryApi,
     /// The relay (publishes committed events to JetStream; serves health and metrics).
     Relay,
+    /// The projector (JetStream → read model; serves health and metrics).
+    Projector,
+    /// Read-model maintenance.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// Apply database migrations, then exit.
     Migrate,
     /// Print the JSON Schema of the published event envelope, then exit.
     Schema,
+}
+
+/// `kubeestatehub projections …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Replay the event store into fresh read-model tables and swap them in atomically
+    /// (the query API keeps serving the old ones until the swap).
+    Rebuild,
 }
 
 /// A PostgreSQL URL whose password never appears in logs or `Debug` output.
@@ -212,6 +227,35 @@ pub struct Settings {
         default_value_t = 1000
     )]
     pub relay_idle_poll_ms: u64,
+
+    /// Events the projector applies per transaction.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_PROJECTOR_BATCH",
+        default_value_t = 500
+    )]
+    pub projector_batch: usize,
+
+    /// How long JetStream waits for the projector's acknowledgement before redelivering,
+    /// in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_PROJECTOR_ACK_WAIT_MS",
+        default_value_t = 30_000
+    )]
+    pub projector_ack_wait_ms: u64,
+
+    /// Projector replicas heartbeat this often, in milliseconds; a replica silent for three
+    /// heartbeats loses its partitions to the others.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_PROJECTOR_HEARTBEAT_MS",
+        default_value_t = 2_000
+    )]
+    pub projector_heartbeat_ms: u64,
 }
 
 impl Settings {
@@ -227,6 +271,19 @@ impl Settings {
             batch_size: self.relay_batch.max(1),
             idle_poll: Duration::from_millis(self.relay_idle_poll_ms.max(10)),
             ..keh_relay::RelaySettings::default()
+        }
+    }
+
+    /// The projector's settings.
+    pub fn projector(&self) -> keh_projections::projector::ProjectorSettings {
+        keh_projections::projector::ProjectorSettings {
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            partitions: self.partitions,
+            batch_size: self.projector_batch.max(1),
+            ack_wait: Duration::from_millis(self.projector_ack_wait_ms.max(100)),
+            heartbeat: Duration::from_millis(self.projector_heartbeat_ms.max(50)),
+            ..keh_projections::projector::ProjectorSettings::default()
         }
     }
 

@@ -4,10 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use keh_command_api::CommandApi;
+use keh_events::subject::SubjectLayout;
 use keh_platform::health::Health;
+use keh_projections::projector::Projector;
+use keh_query_api::QueryApi;
 use keh_relay::Relay;
 use keh_store::Store;
 use tokio::net::TcpListener;
@@ -15,20 +19,49 @@ use tokio_util::sync::CancellationToken;
 
 pub mod cli;
 
-use cli::{Cli, Command, Settings};
+use cli::{Cli, Command, ProjectionsCommand, Settings};
 
 /// The roles a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Roles {
     pub command_api: bool,
+    pub query_api: bool,
     pub relay: bool,
+    pub projector: bool,
 }
 
 impl Roles {
     pub const ALL: Self = Self {
         command_api: true,
+        query_api: true,
         relay: true,
+        projector: true,
     };
+    pub const NONE: Self = Self {
+        command_api: false,
+        query_api: false,
+        relay: false,
+        projector: false,
+    };
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ALL => "all",
+            Self {
+                command_api: true, ..
+            } => "command-api",
+            Self {
+                query_api: true, ..
+            } => "query-api",
+            Self { relay: true, .. } => "relay",
+            _ => "projector",
+        }
+    }
+
+    /// Whether this process serves API traffic (then NATS is not required for readiness).
+    fn serves_api(self) -> bool {
+        self.command_api || self.query_api
+    }
 }
 
 /// Runs what the command line asks for.
@@ -49,14 +82,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
+        Command::Projections(ProjectionsCommand::Rebuild) => return rebuild(&settings).await,
         Command::All => Roles::ALL,
         Command::CommandApi => Roles {
             command_api: true,
-            relay: false,
+            ..Roles::NONE
+        },
+        Command::QueryApi => Roles {
+            query_api: true,
+            ..Roles::NONE
         },
         Command::Relay => Roles {
-            command_api: false,
             relay: true,
+            ..Roles::NONE
+        },
+        Command::Projector => Roles {
+            projector: true,
+            ..Roles::NONE
         },
     };
     let listener = TcpListener::bind(settings.http_addr)
@@ -71,19 +113,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     .await
 }
 
+/// `kubeestatehub projections rebuild`, with a progress bar.
+async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
+    let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("rebuild"))?;
+    if settings.migrate {
+        keh_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} rebuilding read models [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let rebuilt = keh_projections::rebuild::rebuild(&pool, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .context("rebuilding read models")?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        events = rebuilt.events,
+        listings = rebuilt.listings,
+        seconds,
+        "read models rebuilt and swapped in"
+    );
+    println!(
+        "rebuilt {} listings from {} events in {seconds:.1} s ({:.0} events/s)",
+        rebuilt.listings,
+        rebuilt.events,
+        f64::from(u32::try_from(rebuilt.events).unwrap_or(u32::MAX)) / seconds.max(0.001)
+    );
+    Ok(())
+}
+
 /// Starts `roles` on an already-bound listener (tests bind port 0) and runs until
-/// `shutdown` is cancelled, then drains requests and the relay's pipeline.
+/// `shutdown` is cancelled, then drains requests and background work.
 pub async fn start(
     settings: Settings,
     roles: Roles,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let role_name = match (roles.command_api, roles.relay) {
-        (true, true) => "all",
-        (true, false) => "command-api",
-        _ => "relay",
-    };
+    let role_name = roles.name();
     let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool(role_name))?;
     if settings.migrate {
         keh_store::migrate(&pool)
@@ -94,6 +173,25 @@ pub async fn start(
     let mut health = Health::default();
     let mut api = axum::Router::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let database: sqlx::postgres::PgConnectOptions = settings
+        .database_url
+        .expose()
+        .parse()
+        .context("parsing DATABASE_URL")?;
+    let reconnected = Arc::new(AtomicBool::new(false));
+    let nats = if roles.relay || roles.projector || roles.query_api {
+        Some(
+            keh_relay::connect_nats(
+                &settings.nats_url,
+                &format!("kubeestatehub-{role_name}"),
+                Arc::clone(&reconnected),
+            )
+            .await
+            .context("configuring the NATS client")?,
+        )
+    } else {
+        None
+    };
 
     if roles.command_api {
         let store = Arc::new(Store::new(pool.clone(), settings.snapshot_every));
@@ -101,34 +199,41 @@ pub async fn start(
         health = health.with(command_api.health());
         api = api.merge(command_api.router());
     }
-    if roles.relay {
-        let reconnected = Arc::new(AtomicBool::new(false));
-        let nats = keh_relay::connect_nats(
-            &settings.nats_url,
-            &format!("kubeestatehub-{role_name}"),
-            Arc::clone(&reconnected),
-        )
-        .await
-        .context("configuring the NATS client")?;
-        let database = settings
-            .database_url
-            .expose()
-            .parse()
-            .context("parsing DATABASE_URL")?;
+    if roles.query_api {
+        let layout = SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions);
+        let query_api = QueryApi::new(pool.clone(), nats.clone(), settings.stream.clone(), layout);
+        health = health.with(query_api.health());
+        api = api.merge(query_api.router());
+    }
+    if let (true, Some(nats)) = (roles.relay, nats.clone()) {
         let relay = Relay::new(
             settings.relay(),
-            database,
+            database.clone(),
             pool.clone(),
             nats,
-            reconnected,
+            Arc::clone(&reconnected),
             &registry,
         )?;
-        // Alone, the relay is ready when NATS is; next to the command API, NATS being down
-        // must not take the API out of service (the relay catches up when NATS returns).
-        health = health.with(relay.health(!roles.command_api));
+        // Alone, the relay is ready when NATS is; next to the APIs, NATS being down must not
+        // take them out of service (the relay catches up when NATS returns).
+        health = health.with(relay.health(!roles.serves_api()));
         let token = shutdown.clone();
         tasks.spawn(async move {
             relay.run(token).await;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    if let (true, Some(nats)) = (roles.projector, nats.clone()) {
+        let projector = Projector::new(
+            settings.projector(),
+            database.clone(),
+            pool.clone(),
+            nats,
+            &registry,
+        )?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            projector.run(token).await;
             Ok::<(), anyhow::Error>(())
         });
     }

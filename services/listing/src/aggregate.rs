@@ -121,6 +121,11 @@ impl Listing {
         self.state.as_ref()
     }
 
+    /// A listing in a known state (e.g. read back from a read model).
+    pub fn from_state(state: ListingState) -> Self {
+        Self { state: Some(state) }
+    }
+
     /// Number of events applied (0 for a listing that does not exist).
     pub fn version(&self) -> u64 {
         self.state.as_ref().map_or(0, |s| s.version)
@@ -203,7 +208,9 @@ impl Listing {
         })])
     }
 
-    fn apply_event(&mut self, event: ListingEvent) {
+    /// Moves the state by one event (the same code the aggregate uses, so read models and
+    /// the write side can never disagree on what an event means).
+    pub fn apply_event(&mut self, event: ListingEvent) {
         if let ListingEvent::ListingCreated(e) = event {
             self.state = Some(ListingState::created(e));
         } else if let Some(state) = self.state.as_mut() {

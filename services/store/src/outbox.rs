@@ -207,3 +207,30 @@ pub async fn load_checkpoint(
         })
     }))
 }
+
+/// The committed events of one listing with `sequence > after`, optionally only up to
+/// sequence `up_to` and only those recorded at or before `recorded_until`, in sequence order
+/// (gap repair, `as_of` reads).
+pub async fn listing_events(
+    executor: impl PgExecutor<'_>,
+    listing_key: &str,
+    after: i64,
+    up_to: Option<i64>,
+    recorded_until: Option<DateTime<Utc>>,
+) -> Result<Vec<StoredEvent>, ReadError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+          WHERE aggregate_type = 'Listing' AND aggregate_id = $1 AND sequence > $2
+            AND ($3::bigint IS NULL OR sequence <= $3)
+            AND ($4::timestamptz IS NULL OR recorded_at <= $4)
+          ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(listing_key)
+        .bind(after)
+        .bind(up_to)
+        .bind(recorded_until)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode).collect()
+}

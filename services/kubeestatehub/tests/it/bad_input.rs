@@ -51,7 +51,7 @@ async fn bad_inputs_get_problem_json_and_write_nothing() {
         settings(&db, &nats_url(), &unique_id()),
         Roles {
             command_api: true,
-            relay: false,
+            ..Roles::NONE
         },
     )
     .await;

@@ -119,6 +119,9 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         stream_max_age_secs: 0,
         relay_batch: 100,
         relay_idle_poll_ms: 200,
+        projector_batch: 100,
+        projector_ack_wait_ms: 2_000,
+        projector_heartbeat_ms: 300,
     }
 }
 
@@ -219,6 +222,14 @@ impl TestApp {
             })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// Kills the instance abruptly (its tasks are dropped wherever they are), like `kill -9`.
+    pub(crate) async fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// Stops the instance and waits for it to drain.

@@ -8,4 +8,5 @@
 mod bad_input;
 mod commands;
 mod harness;
+mod queries;
 mod relay;

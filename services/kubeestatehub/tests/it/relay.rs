@@ -159,23 +159,23 @@ async fn two_relays_never_publish_concurrently_and_the_standby_takes_over() {
         settings.clone(),
         Roles {
             command_api: true,
-            relay: false,
+            ..Roles::NONE
         },
     )
     .await;
     let relay_a = TestApp::spawn(
         settings.clone(),
         Roles {
-            command_api: false,
             relay: true,
+            ..Roles::NONE
         },
     )
     .await;
     let relay_b = TestApp::spawn(
         settings.clone(),
         Roles {
-            command_api: false,
             relay: true,
+            ..Roles::NONE
         },
     )
     .await;
@@ -243,8 +243,8 @@ async fn readiness_follows_the_dependencies_each_role_needs() {
     let relay = TestApp::spawn(
         settings(&db, &nats_url, &id),
         Roles {
-            command_api: false,
             relay: true,
+            ..Roles::NONE
         },
     )
     .await;

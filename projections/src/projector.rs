@@ -1,0 +1,462 @@
+//! The projector role: JetStream → read model.
+//!
+//! One durable pull consumer per partition (`{group}-p{N}`, filter
+//! `{prefix}.listing.{N}.>`), so a listing's events are consumed in order by exactly one
+//! worker. Replicas share partitions: each heartbeats in `consumer_members`, owns
+//! `ceil(partitions / live replicas)` of them as session advisory locks on its own
+//! connection (released if it dies), and hands extras back when replicas join. A batch is
+//! applied in one transaction and acknowledged only after it commits. A message that can
+//! never be applied (not an event envelope) is parked in `parked_events` and terminated:
+//! visible, counted, and not blocking anything else.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::{FutureExt, StreamExt};
+use keh_events::EventEnvelope;
+use keh_events::subject::{SubjectLayout, fnv1a32};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::apply::{self, Fact, Schema};
+
+/// Key of the advisory lock a rebuild takes exclusively to swap schemas; every batch takes it
+/// shared, so no batch straddles a swap.
+pub const SWAP_LOCK: i64 = 0x6b65_685f_7377_6170;
+
+/// Projector configuration.
+#[derive(Clone, Debug)]
+pub struct ProjectorSettings {
+    pub stream: String,
+    pub subject_prefix: String,
+    pub partitions: u32,
+    /// Consumer group (durable consumer names are `{group}-p{N}`).
+    pub group: String,
+    /// Messages applied per transaction.
+    pub batch_size: usize,
+    pub heartbeat: Duration,
+    /// How long JetStream waits for an acknowledgement before redelivering.
+    pub ack_wait: Duration,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self {
+            stream: "KEH_LISTINGS".to_owned(),
+            subject_prefix: "keh".to_owned(),
+            partitions: 8,
+            group: "projector".to_owned(),
+            batch_size: 500,
+            heartbeat: Duration::from_secs(2),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The projector's metrics.
+#[derive(Clone)]
+pub struct ProjectorMetrics {
+    pub applied: IntCounter,
+    pub duplicates: IntCounter,
+    pub repaired: IntCounter,
+    pub parked: IntCounter,
+    pub partitions_owned: IntGauge,
+    /// Recorded in the store → committed in the read model.
+    pub lag: Histogram,
+}
+
+impl ProjectorMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            applied: IntCounter::new(
+                "keh_projector_applied_total",
+                "Events applied to the read model",
+            )?,
+            duplicates: IntCounter::new(
+                "keh_projector_duplicates_total",
+                "Redelivered or duplicate events skipped",
+            )?,
+            repaired: IntCounter::new(
+                "keh_projector_gap_repairs_total",
+                "Missing events read from the event store",
+            )?,
+            parked: IntCounter::new(
+                "keh_projector_parked_total",
+                "Messages parked as unprocessable",
+            )?,
+            partitions_owned: IntGauge::new(
+                "keh_projector_partitions_owned",
+                "Partitions this replica consumes",
+            )?,
+            lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keh_projection_lag_seconds",
+                    "Event recorded → applied to the read model",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+                ]),
+            )?,
+        };
+        registry.register(Box::new(metrics.applied.clone()))?;
+        registry.register(Box::new(metrics.duplicates.clone()))?;
+        registry.register(Box::new(metrics.repaired.clone()))?;
+        registry.register(Box::new(metrics.parked.clone()))?;
+        registry.register(Box::new(metrics.partitions_owned.clone()))?;
+        registry.register(Box::new(metrics.lag.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// A projector replica.
+pub struct Projector {
+    settings: ProjectorSettings,
+    layout: SubjectLayout,
+    database: PgConnectOptions,
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    metrics: ProjectorMetrics,
+    member_id: Uuid,
+}
+
+struct Worker {
+    token: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    /// A projector dropped without `stop` (its task aborted) kills its workers too, as a
+    /// crashed process would: their unacknowledged messages are redelivered.
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Projector {
+    pub fn new(
+        settings: ProjectorSettings,
+        database: PgConnectOptions,
+        pool: PgPool,
+        nats: async_nats::Client,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            layout: SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions),
+            metrics: ProjectorMetrics::register(registry)?,
+            settings,
+            database,
+            pool,
+            jetstream: jetstream::new(nats),
+            member_id: Uuid::new_v4(),
+        })
+    }
+
+    /// Runs until `shutdown`, then finishes in-flight batches and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut workers: HashMap<u32, Worker> = HashMap::new();
+        let mut locks: Option<PgConnection> = None;
+        loop {
+            if let Err(error) = self.rebalance(&mut locks, &mut workers).await {
+                tracing::warn!(%error, "projector lost its coordination session; releasing partitions");
+                stop_all(&mut workers).await;
+                locks = None;
+            }
+            self.metrics
+                .partitions_owned
+                .set(i64::try_from(workers.len()).unwrap_or(0));
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.settings.heartbeat) => {}
+            }
+        }
+        stop_all(&mut workers).await;
+        let _ = sqlx::query(
+            "DELETE FROM consumer_members WHERE consumer_group = $1 AND member_id = $2",
+        )
+        .bind(&self.settings.group)
+        .bind(self.member_id)
+        .execute(&self.pool)
+        .await;
+    }
+
+    fn lock_key(&self, partition: u32) -> i64 {
+        i64::from(fnv1a32(
+            format!(
+                "{}:{}:{partition}",
+                self.settings.stream, self.settings.group
+            )
+            .as_bytes(),
+        ))
+    }
+
+    /// Heartbeats, then claims or hands back partitions towards a fair share.
+    async fn rebalance(
+        &self,
+        locks: &mut Option<PgConnection>,
+        workers: &mut HashMap<u32, Worker>,
+    ) -> Result<(), sqlx::Error> {
+        workers.retain(|_, w| w.handle.as_ref().is_some_and(|h| !h.is_finished()));
+        let connection = match locks {
+            Some(c) => c,
+            None => locks.insert(self.database.connect().await?),
+        };
+        // A replica that missed three heartbeats is gone: its share is redistributed.
+        let stale = self.settings.heartbeat * 3;
+        sqlx::query(
+            "INSERT INTO consumer_members (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, now())
+             ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = now()",
+        )
+        .bind(&self.settings.group)
+        .bind(self.member_id)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query("DELETE FROM consumer_members WHERE consumer_group = $1 AND heartbeat_at < now() - $2::interval")
+            .bind(&self.settings.group)
+            .bind(format!("{} milliseconds", stale.as_millis()))
+            .execute(&mut *connection)
+            .await?;
+        let members: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM consumer_members WHERE consumer_group = $1")
+                .bind(&self.settings.group)
+                .fetch_one(&mut *connection)
+                .await?;
+        let partitions = self.settings.partitions;
+        let share = usize::try_from(
+            u64::from(partitions).div_ceil(u64::try_from(members.max(1)).unwrap_or(1)),
+        )
+        .unwrap_or(1);
+        // Hand back extras first (a joining replica can then take them).
+        while workers.len() > share {
+            let Some(&partition) = workers.keys().max() else {
+                break;
+            };
+            if let Some(worker) = workers.remove(&partition) {
+                stop(worker).await;
+            }
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(self.lock_key(partition))
+                .execute(&mut *connection)
+                .await?;
+            tracing::info!(partition, "handed partition back");
+        }
+        for partition in 0..partitions {
+            if workers.len() >= share {
+                break;
+            }
+            if workers.contains_key(&partition) {
+                continue;
+            }
+            let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.lock_key(partition))
+                .fetch_one(&mut *connection)
+                .await?;
+            if acquired {
+                tracing::info!(partition, "consuming partition");
+                workers.insert(partition, self.spawn_worker(partition));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(&self, partition: u32) -> Worker {
+        let token = CancellationToken::new();
+        let context = PartitionWorker {
+            partition,
+            name: format!("{}-p{partition}", self.settings.group),
+            filter: self.layout.partition_filter(partition),
+            stream: self.settings.stream.clone(),
+            batch_size: self.settings.batch_size.max(1),
+            ack_wait: self.settings.ack_wait,
+            pool: self.pool.clone(),
+            jetstream: self.jetstream.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let child = token.clone();
+        let handle = tokio::spawn(async move { context.run(child).await });
+        Worker {
+            token,
+            handle: Some(handle),
+        }
+    }
+}
+
+async fn stop(mut worker: Worker) {
+    worker.token.cancel();
+    if let Some(handle) = worker.handle.take() {
+        let _ = handle.await;
+    }
+}
+
+async fn stop_all(workers: &mut HashMap<u32, Worker>) {
+    for (_, worker) in workers.drain() {
+        stop(worker).await;
+    }
+}
+
+struct PartitionWorker {
+    partition: u32,
+    name: String,
+    filter: String,
+    stream: String,
+    batch_size: usize,
+    ack_wait: Duration,
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    metrics: ProjectorMetrics,
+}
+
+impl PartitionWorker {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.consume(&shutdown).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(partition = self.partition, %error, "partition consumer failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), String> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &self.name,
+                pull::Config {
+                    durable_name: Some(self.name.clone()),
+                    filter_subject: self.filter.clone(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: i64::try_from(self.batch_size * 2).unwrap_or(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.batch_size)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(first) = first else {
+                return Err("message stream ended".to_owned());
+            };
+            let mut batch = vec![first.map_err(|e| e.to_string())?];
+            // Take whatever else is already here, without waiting: low latency when idle,
+            // large transactions under load.
+            while batch.len() < self.batch_size {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(error))) => return Err(error.to_string()),
+                    Some(None) | None => break,
+                }
+            }
+            self.process(batch).await?;
+        }
+    }
+
+    /// Applies one batch; acknowledges after commit; parks what can never apply.
+    async fn process(&self, batch: Vec<jetstream::Message>) -> Result<(), String> {
+        let mut facts = Vec::with_capacity(batch.len());
+        let mut good = Vec::with_capacity(batch.len());
+        for message in batch {
+            match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                Ok(envelope) => {
+                    facts.push(Fact::from(envelope));
+                    good.push(message);
+                }
+                Err(error) => self.park(&message, &error.to_string()).await?,
+            }
+        }
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let oldest = facts.iter().map(|f| f.recorded_at).min();
+        let outcome = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(SWAP_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let outcome = apply::apply(&mut tx, &Schema::live(), facts).await?;
+            tx.commit().await?;
+            Ok::<_, apply::ApplyError>(outcome)
+        }
+        .await;
+        match outcome {
+            Ok(applied) => {
+                self.metrics.applied.inc_by(applied.applied);
+                self.metrics.duplicates.inc_by(applied.duplicates);
+                self.metrics.repaired.inc_by(applied.repaired);
+                if let Some(oldest) = oldest {
+                    self.metrics
+                        .lag
+                        .observe((chrono::Utc::now() - oldest).as_seconds_f64().max(0.0));
+                }
+                for message in good {
+                    message.ack().await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // Nothing was committed: let the batch come back after a pause.
+                for message in good {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+                Err(error.to_string())
+            }
+        }
+    }
+
+    async fn park(&self, message: &jetstream::Message, reason: &str) -> Result<(), String> {
+        let event_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(keh_events::envelope::headers::MSG_ID))
+            .and_then(|v| Uuid::parse_str(v.as_str()).ok())
+            .unwrap_or_else(Uuid::new_v4);
+        sqlx::query(
+            "INSERT INTO parked_events (consumer, event_id, subject, reason, payload) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(event_id)
+        .bind(message.subject.as_str())
+        .bind(reason)
+        .bind(String::from_utf8_lossy(&message.payload).as_ref())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        self.metrics.parked.inc();
+        tracing::error!(consumer = %self.name, %event_id, reason, "parked an unprocessable message");
+        message
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
