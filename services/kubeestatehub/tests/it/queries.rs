@@ -530,3 +530,122 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
     writer.stop().await;
     delete_stream(&nats_url(), &settings.stream).await;
 }
+
+#[tokio::test]
+async fn a_poison_message_is_parked_and_blocks_nothing_else() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+    let first = app.create_listing(listing(0, "Springfield")).await;
+    wait_projected(&app, &first, 1).await;
+
+    // Something that is not an event envelope lands on every partition.
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    for partition in 0..app.settings.partitions {
+        let subject = format!("t{id}.listing.{partition}.garbage.ListingCreated");
+        jetstream
+            .publish(subject, "{not json".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let keys: Vec<String> =
+        join_all((1..9).map(|i| app.create_listing(listing(i, "Springfield")))).await;
+    for key in &keys {
+        wait_projected(&app, key, 1).await;
+    }
+    let pool = db.pool().await;
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
+        .fetch_one(&pool)
+        .await
+        .expect("parked");
+    assert_eq!(parked, i64::from(app.settings.partitions));
+    assert_eq!(
+        app.metric("keh_projector_parked_total").await,
+        f64::from(app.settings.partitions)
+    );
+    pool.close().await;
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
+
+#[tokio::test]
+async fn projector_replicas_share_partitions_and_take_over_from_each_other() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let settings = settings(&db, &nats_url(), &id);
+    let api = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            command_api: true,
+            query_api: true,
+            relay: true,
+            projector: false,
+        },
+    )
+    .await;
+    api.create_listing(listing(0, "Springfield")).await;
+    wait_for_stream(&nats_url(), &settings.stream, 1).await;
+    let a = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            projector: true,
+            ..Roles::NONE
+        },
+    )
+    .await;
+    let b = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            projector: true,
+            ..Roles::NONE
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let owned = (
+            a.metric("keh_projector_partitions_owned").await,
+            b.metric("keh_projector_partitions_owned").await,
+        );
+        if owned == (2.0, 2.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions not shared: {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys: Vec<String> =
+        join_all((1..13).map(|i| api.create_listing(listing(i, "Springfield")))).await;
+    for key in &keys {
+        wait_projected(&api, key, 1).await;
+    }
+    let (applied_a, applied_b) = (
+        a.metric("keh_projector_applied_total").await,
+        b.metric("keh_projector_applied_total").await,
+    );
+    assert_eq!(applied_a + applied_b, 13.0, "each event applied once");
+
+    // One replica leaves: the other takes every partition and carries on.
+    a.stop().await;
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while b.metric("keh_projector_partitions_owned").await < 4.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let more: Vec<String> =
+        join_all((13..21).map(|i| api.create_listing(listing(i, "Springfield")))).await;
+    for key in &more {
+        wait_projected(&api, key, 1).await;
+    }
+    b.stop().await;
+    api.stop().await;
+    delete_stream(&nats_url(), &settings.stream).await;
+}
