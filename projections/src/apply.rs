@@ -209,6 +209,8 @@ async fn apply_listing(
     Ok(())
 }
 
+/// Upserts the row; never moves a row back to an older version (two appliers can overlap
+/// for a moment while a partition changes hands).
 async fn write_listing(
     connection: &mut PgConnection,
     schema: &Schema,
@@ -231,7 +233,8 @@ async fn write_listing(
              bathrooms_total_integer = EXCLUDED.bathrooms_total_integer, living_area = EXCLUDED.living_area,
              latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
              modification_timestamp = EXCLUDED.modification_timestamp, recorded_at = EXCLUDED.recorded_at,
-             state = EXCLUDED.state"
+             state = EXCLUDED.state
+         WHERE {s}.listings.version < EXCLUDED.version"
     ))
     .bind(state.listing_key.as_str())
     .bind(version)

@@ -310,7 +310,7 @@ impl Relay {
                 }
                 continue;
             }
-            let (reached, failure) = self.publish(&batch, current).await;
+            let (reached, end) = self.publish(&batch, current).await;
             if reached != current {
                 if let Some(last) = batch.iter().find(|e| e.cursor == reached.cursor) {
                     outbox::save_checkpoint(
@@ -323,11 +323,20 @@ impl Relay {
                 }
                 position = Some(reached);
             }
-            if let Some(error) = failure {
-                self.metrics.publish_errors.inc();
-                tracing::warn!(%error, "publish failed; reconciling with the stream before going on");
-                position = None;
-                self.pause(shutdown, nats_backoff.next()).await;
+            match end {
+                PipelineEnd::Complete => {}
+                // The stream already holds that event (de-duplicated by its id): it was
+                // skipped, and publication goes on after it without reconciling (which would
+                // lead back to it).
+                PipelineEnd::Duplicate(event_id) => {
+                    tracing::error!(%event_id, "JetStream already held this event; skipped it (stream order differs from store order here)");
+                }
+                PipelineEnd::Failed(error) => {
+                    self.metrics.publish_errors.inc();
+                    tracing::warn!(%error, "publish failed; reconciling with the stream before going on");
+                    position = None;
+                    self.pause(shutdown, nats_backoff.next()).await;
+                }
             }
         }
     }
@@ -429,12 +438,8 @@ impl Relay {
         Err(RelayError::StreamAheadOfStore(state.messages))
     }
 
-    /// Publishes `batch` pipelined. Returns how far it got and the first failure, if any.
-    async fn publish(
-        &self,
-        batch: &[StoredEvent],
-        start: Position,
-    ) -> (Position, Option<RelayError>) {
+    /// Publishes `batch` pipelined. Returns how far it got and how the pipeline ended.
+    async fn publish(&self, batch: &[StoredEvent], start: Position) -> (Position, PipelineEnd) {
         let mut pending = Vec::with_capacity(batch.len());
         let mut failure = None;
         // Each message must land right after the previous one: the stream checks it.
@@ -458,20 +463,20 @@ impl Relay {
             }
         }
         let mut reached = start;
+        let mut duplicate = None;
         for (event, ack) in pending {
-            if failure.is_some() {
+            if failure.is_some() || duplicate.is_some() {
                 // Everything after a failure is refused by the stream (wrong last sequence)
                 // or is sorted out by the next reconciliation.
                 break;
             }
             match ack.await {
                 Ok(ack) if ack.duplicate => {
-                    // Already stored earlier; the sequence chain is now off: reconcile.
+                    // Not stored again: the stream's sequence did not move, so the messages
+                    // behind it in this pipeline are refused; they go again from here.
                     self.metrics.duplicates.inc();
-                    failure = Some(RelayError::JetStream(format!(
-                        "event {} was a duplicate",
-                        event.event_id
-                    )));
+                    reached.cursor = event.cursor;
+                    duplicate = Some(event.event_id);
                 }
                 Ok(ack) => {
                     self.metrics.published.inc();
@@ -488,7 +493,12 @@ impl Relay {
                 Err(error) => failure = Some(js_error(error)),
             }
         }
-        (reached, failure)
+        let end = match (failure, duplicate) {
+            (Some(error), _) => PipelineEnd::Failed(error),
+            (None, Some(event_id)) => PipelineEnd::Duplicate(event_id),
+            (None, None) => PipelineEnd::Complete,
+        };
+        (reached, end)
     }
 
     fn message(
@@ -546,6 +556,14 @@ impl Relay {
         }
         Ok(message)
     }
+}
+
+/// How a publish pipeline ended.
+enum PipelineEnd {
+    Complete,
+    /// JetStream reported this event as already stored.
+    Duplicate(Uuid),
+    Failed(RelayError),
 }
 
 /// Exponential backoff from 100 ms to 5 s.

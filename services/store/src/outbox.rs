@@ -54,9 +54,11 @@ pub enum ReadError {
     },
 }
 
+// `tx_id` is read as text (sqlx has no xid8 type) under another name: an output column named
+// `tx_id` would make `ORDER BY tx_id` sort the text, and "10000" < "9999".
 const COLUMNS: &str =
     "event_id, aggregate_id, sequence, event_type, event_version, payload::text AS payload,
-    metadata::text AS metadata, tx_id::text AS tx_id, global_position, recorded_at";
+    metadata::text AS metadata, tx_id::text AS tx_text, global_position, recorded_at";
 
 fn decode(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, ReadError> {
     let event_id: Uuid = row.try_get("event_id")?;
@@ -80,7 +82,7 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, ReadError> {
     let metadata: String = row.try_get("metadata")?;
     let metadata: HashMap<String, String> =
         serde_json::from_str(&metadata).map_err(|e| undecodable(format!("metadata: {e}")))?;
-    let tx_id: String = row.try_get("tx_id")?;
+    let tx_id: String = row.try_get("tx_text")?;
     Ok(StoredEvent {
         event_id,
         listing_key: row.try_get("aggregate_id")?,
@@ -108,7 +110,7 @@ pub async fn read_after(
         "SELECT {COLUMNS} FROM events
           WHERE (tx_id, global_position) > ($1::text::xid8, $2)
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY tx_id, global_position
+          ORDER BY events.tx_id, events.global_position
           LIMIT $3"
     );
     let rows = sqlx::query(&sql)

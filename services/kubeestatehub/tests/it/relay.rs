@@ -288,3 +288,46 @@ async fn readiness_follows_the_dependencies_each_role_needs() {
     relay.stop().await;
     all.stop().await;
 }
+
+#[tokio::test]
+async fn global_order_is_numeric_transaction_order_across_digit_boundaries() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let pool = db.pool().await;
+    // Transaction ids given explicitly (old, finished ones), inserted so that neither the
+    // position order nor a text order of the ids matches the transaction order.
+    let ids = [1000_u64, 999, 100, 99, 10, 9];
+    keh_store::migrate(&pool).await.expect("migrate");
+    for tx in ids {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, tx_id)
+             VALUES ('Listing', $1, 1, 'ListingCreated', '1', $2::json, '{}'::json, $3::text::xid8)",
+        )
+        .bind(format!("tx-{tx}"))
+        .bind(created_payload(&format!("tx-{tx}")))
+        .bind(tx.to_string())
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+    let app = TestApp::spawn(
+        settings(&db, &nats_url(), &id),
+        Roles {
+            relay: true,
+            ..Roles::NONE
+        },
+    )
+    .await;
+    let published = wait_for_stream(&nats_url(), &app.settings.stream, ids.len()).await;
+    let order: Vec<String> = published
+        .iter()
+        .filter_map(|m| m.header("KEH-Listing-Key"))
+        .collect();
+    assert_eq!(
+        order,
+        ["tx-9", "tx-10", "tx-99", "tx-100", "tx-999", "tx-1000"]
+    );
+    pool.close().await;
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
