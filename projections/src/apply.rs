@@ -187,6 +187,22 @@ async fn apply_listing(
     };
     let last_recorded = history.last().map_or_else(Utc::now, |f| f.recorded_at);
     write_listing(connection, schema, state, version, last_recorded).await?;
+    let touches = |types: &[&str]| {
+        history
+            .iter()
+            .any(|f| types.contains(&f.event.event_type()))
+    };
+    if touches(&[
+        "ListingCreated",
+        "MediaAdded",
+        "MediaRemoved",
+        "MediaReordered",
+    ]) {
+        write_media(connection, schema, state).await?;
+    }
+    if touches(&["ListingCreated", "OpenHouseScheduled", "OpenHouseCanceled"]) {
+        write_open_houses(connection, schema, state).await?;
+    }
     for fact in history {
         let data = serde_json::to_value(&fact.event).unwrap_or(serde_json::Value::Null);
         sqlx::query(&format!(
@@ -253,5 +269,75 @@ async fn write_listing(
     .bind(json)
     .execute(&mut *connection)
     .await?;
+    Ok(())
+}
+
+/// Replaces the listing's media rows with its current media.
+async fn write_media(
+    connection: &mut PgConnection,
+    schema: &Schema,
+    state: &ListingState,
+) -> Result<(), ApplyError> {
+    let s = schema.as_str();
+    let key = state.listing_key.as_str();
+    sqlx::query(&format!(
+        "DELETE FROM {s}.listing_media WHERE listing_key = $1"
+    ))
+    .bind(key)
+    .execute(&mut *connection)
+    .await?;
+    for media in &state.media {
+        sqlx::query(&format!(
+            "INSERT INTO {s}.listing_media (listing_key, media_key, media_order, media_url, media_category, short_description)
+             VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(key)
+        .bind(media.media_key.as_str())
+        .bind(i32::try_from(media.order).unwrap_or(i32::MAX))
+        .bind(media.media_url.as_str())
+        .bind(media.media_category.as_str())
+        .bind(media.short_description.as_ref().map(|d| d.as_str()))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Replaces the listing's open-house rows with its current open houses.
+async fn write_open_houses(
+    connection: &mut PgConnection,
+    schema: &Schema,
+    state: &ListingState,
+) -> Result<(), ApplyError> {
+    let s = schema.as_str();
+    let key = state.listing_key.as_str();
+    sqlx::query(&format!(
+        "DELETE FROM {s}.listing_open_houses WHERE listing_key = $1"
+    ))
+    .bind(key)
+    .execute(&mut *connection)
+    .await?;
+    for open_house in &state.open_houses {
+        let status = match open_house.open_house_status {
+            keh_listing::OpenHouseStatus::Active => "Active",
+            keh_listing::OpenHouseStatus::Canceled => "Canceled",
+        };
+        sqlx::query(&format!(
+            "INSERT INTO {s}.listing_open_houses (listing_key, open_house_key, open_house_date, open_house_start_time,
+                 open_house_end_time, open_house_type, open_house_status, open_house_remarks, showing_agent_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(key)
+        .bind(open_house.open_house_key.as_str())
+        .bind(open_house.open_house_date)
+        .bind(open_house.open_house_start_time)
+        .bind(open_house.open_house_end_time)
+        .bind(open_house.open_house_type.as_str())
+        .bind(status)
+        .bind(open_house.open_house_remarks.as_ref().map(|r| r.as_str()))
+        .bind(open_house.showing_agent_key.as_ref().map(|r| r.as_str()))
+        .execute(&mut *connection)
+        .await?;
+    }
     Ok(())
 }

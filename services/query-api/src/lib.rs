@@ -67,6 +67,7 @@ impl QueryApi {
             .route("/api/v1/listings/{key}", get(read))
             .route("/api/v1/listings/{key}/history", get(history))
             .route("/api/v1/listing-events", get(live_feed))
+            .route("/api/v1/open-houses", get(open_houses))
             .with_state(self)
     }
 
@@ -595,6 +596,62 @@ fn parse_bbox(raw: &str) -> Result<[f64; 4], Problem> {
         return Err(bad());
     }
     Ok([*min_lon, *min_lat, *max_lon, *max_lat])
+}
+
+/// `GET /api/v1/open-houses`: scheduled (not canceled) open houses starting in
+/// `[from, to)` (default: from now on), soonest first, optionally in one city or postal code.
+async fn open_houses(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+    params.only(&["from", "to", "city", "postal_code", "limit"])?;
+    let from = params.timestamp("from")?.unwrap_or_else(Utc::now);
+    let to = params.timestamp("to")?;
+    let city = params.text("city")?.map(str::to_owned);
+    let postal_code = params.text("postal_code")?.map(str::to_owned);
+    let limit = params.integer("limit", 1, 200)?.unwrap_or(50);
+    let mut query = QueryBuilder::new(format!(
+        "SELECT o.listing_key, o.open_house_key, o.open_house_date, o.open_house_start_time, o.open_house_end_time,
+                o.open_house_type, o.open_house_remarks, l.state->>'UnparsedAddress' AS address, l.city, l.postal_code
+           FROM {SCHEMA}.listing_open_houses o JOIN {SCHEMA}.listings l USING (listing_key)
+          WHERE o.open_house_status = 'Active' AND o.open_house_start_time >= "
+    ));
+    query.push_bind(from);
+    if let Some(to) = to {
+        query.push(" AND o.open_house_start_time < ").push_bind(to);
+    }
+    if let Some(city) = city {
+        query
+            .push(" AND lower(l.city) = lower(")
+            .push_bind(city)
+            .push(")");
+    }
+    if let Some(postal_code) = postal_code {
+        query.push(" AND l.postal_code = ").push_bind(postal_code);
+    }
+    query
+        .push(" ORDER BY o.open_house_start_time, o.listing_key, o.open_house_key LIMIT ")
+        .push_bind(limit);
+    let rows = query
+        .build()
+        .fetch_all(&api.pool)
+        .await
+        .map_err(|e| database_problem(&e))?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "ListingKey": row.get::<String, _>("listing_key"),
+                "OpenHouseKey": row.get::<String, _>("open_house_key"),
+                "OpenHouseDate": row.get::<chrono::NaiveDate, _>("open_house_date"),
+                "OpenHouseStartTime": row.get::<DateTime<Utc>, _>("open_house_start_time"),
+                "OpenHouseEndTime": row.get::<DateTime<Utc>, _>("open_house_end_time"),
+                "OpenHouseType": row.get::<String, _>("open_house_type"),
+                "OpenHouseRemarks": row.get::<Option<String>, _>("open_house_remarks"),
+                "UnparsedAddress": row.get::<Option<String>, _>("address"),
+                "City": row.get::<Option<String>, _>("city"),
+                "PostalCode": row.get::<Option<String>, _>("postal_code"),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })).into_response())
 }
 
 /// `GET /api/v1/listing-events`: listing events as Server-Sent Events, from the JetStream

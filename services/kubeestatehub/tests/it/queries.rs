@@ -43,18 +43,25 @@ async fn wait_projected(app: &TestApp, key: &str, version: u64) -> Reply {
 }
 
 /// Row-by-row fingerprint of the read model.
-async fn checksum(db: &TestDb) -> (i64, String, String) {
+async fn checksum(db: &TestDb) -> (i64, String, String, String) {
     let pool = db.pool().await;
-    let row: (i64, Option<String>, Option<String>) = sqlx::query_as(
+    let row: (i64, Option<String>, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM read_model.listings),
                 (SELECT md5(string_agg(listing_key || ':' || version || ':' || recorded_at || ':' || state::text, ',' ORDER BY listing_key)) FROM read_model.listings),
-                (SELECT md5(string_agg(listing_key || ':' || sequence || ':' || event_id || ':' || data::text, ',' ORDER BY listing_key, sequence)) FROM read_model.listing_events)",
+                (SELECT md5(string_agg(listing_key || ':' || sequence || ':' || event_id || ':' || data::text, ',' ORDER BY listing_key, sequence)) FROM read_model.listing_events),
+                (SELECT md5(coalesce((SELECT string_agg(m::text, ',' ORDER BY m.listing_key, m.media_key) FROM read_model.listing_media m), '')
+                         || coalesce((SELECT string_agg(o::text, ',' ORDER BY o.listing_key, o.open_house_key) FROM read_model.listing_open_houses o), '')))",
     )
     .fetch_one(&pool)
     .await
     .expect("checksum");
     pool.close().await;
-    (row.0, row.1.unwrap_or_default(), row.2.unwrap_or_default())
+    (
+        row.0,
+        row.1.unwrap_or_default(),
+        row.2.unwrap_or_default(),
+        row.3.unwrap_or_default(),
+    )
 }
 
 #[tokio::test]
@@ -429,6 +436,12 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
     .await;
     let keys: Vec<String> =
         join_all((0..20).map(|i| writer.create_listing(listing(i, "Springfield")))).await;
+    for (i, key) in keys.iter().enumerate().take(5) {
+        let media = writer.post(&format!("/api/v1/listings/{key}/media"), &json!({"MediaURL": format!("https://img.example.com/{i}.jpg"), "MediaCategory": "Photo"})).await;
+        assert_eq!(media.status, 200, "{}", media.body);
+        let open_house = writer.post(&format!("/api/v1/listings/{key}/open-houses"), &json!({"OpenHouseStartTime": "2027-05-01T14:00:00Z", "OpenHouseEndTime": "2027-05-01T16:00:00Z"})).await;
+        assert_eq!(open_house.status, 200, "{}", open_house.body);
+    }
     for round in 0..4 {
         let requests = keys.iter().map(|k| {
             let request = writer
@@ -439,7 +452,7 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
         });
         join_all(requests).await;
     }
-    wait_for_stream(&nats_url(), &settings.stream, 100).await;
+    wait_for_stream(&nats_url(), &settings.stream, 110).await;
 
     // A projector that is aborted mid-work, then started again.
     let projector = TestApp::spawn(
@@ -460,8 +473,8 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
         },
     )
     .await;
-    for key in &keys {
-        wait_projected(&writer, key, 5).await;
+    for (i, key) in keys.iter().enumerate() {
+        wait_projected(&writer, key, if i < 5 { 7 } else { 5 }).await;
     }
     let live = checksum(&db).await;
     assert_eq!(live.0, 20);
@@ -648,4 +661,76 @@ async fn projector_replicas_share_partitions_and_take_over_from_each_other() {
     b.stop().await;
     api.stop().await;
     delete_stream(&nats_url(), &settings.stream).await;
+}
+
+#[tokio::test]
+async fn upcoming_open_houses_are_listed_by_city_and_time() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+    let springfield = app.create_listing(listing(1, "Springfield")).await;
+    let shelbyville = app.create_listing(listing(2, "Shelbyville")).await;
+    let schedule = |key: &str, start: &str, end: &str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/api/v1/listings/{key}/open-houses")))
+            .json(&json!({"OpenHouseStartTime": start, "OpenHouseEndTime": end}));
+        app.send(request)
+    };
+    let late = schedule(&springfield, "2027-06-02T14:00:00Z", "2027-06-02T16:00:00Z").await;
+    schedule(&springfield, "2027-06-01T10:00:00Z", "2027-06-01T12:00:00Z").await;
+    let other = schedule(&shelbyville, "2027-06-01T09:00:00Z", "2027-06-01T11:00:00Z").await;
+    let canceled_key = other.body["OpenHouses"][0]["OpenHouseKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let cancel = app
+        .send(app.client.delete(app.url(&format!(
+            "/api/v1/listings/{shelbyville}/open-houses/{canceled_key}"
+        ))))
+        .await;
+    assert_eq!(cancel.status, 200);
+    wait_projected(&app, &springfield, 3).await;
+    wait_projected(&app, &shelbyville, 3).await;
+    let all = app
+        .send(
+            app.client
+                .get(app.url("/api/v1/open-houses?from=2027-01-01T00:00:00Z")),
+        )
+        .await;
+    let starts: Vec<&str> = all.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["OpenHouseStartTime"].as_str().expect("start"))
+        .collect();
+    assert_eq!(
+        starts,
+        ["2027-06-01T10:00:00Z", "2027-06-02T14:00:00Z"],
+        "canceled ones are left out; soonest first"
+    );
+    let in_city = app
+        .send(
+            app.client
+                .get(app.url("/api/v1/open-houses?from=2027-01-01T00:00:00Z&city=shelbyville")),
+        )
+        .await;
+    assert!(in_city.body["items"].as_array().expect("items").is_empty());
+    let window = app
+        .send(
+            app.client.get(
+                app.url("/api/v1/open-houses?from=2027-06-02T00:00:00Z&to=2027-06-03T00:00:00Z"),
+            ),
+        )
+        .await;
+    assert_eq!(
+        window.body["items"][0]["OpenHouseKey"],
+        late.body["OpenHouses"][0]["OpenHouseKey"]
+    );
+    let bad = app
+        .send(app.client.get(app.url("/api/v1/open-houses?from=tomorrow")))
+        .await;
+    assert_eq!(bad.status, 400);
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
