@@ -2,11 +2,12 @@
 //! its publish semantics.
 //!
 //! It reads committed events from PostgreSQL in global order ([`keh_store::outbox`]) and
-//! publishes them pipelined, each with `Nats-Msg-Id` = event id and
-//! `Nats-Expected-Last-Sequence` = the stream sequence the previous message got: the stream
-//! accepts messages only in exactly the order the relay sends them, so per-listing order in
-//! the stream equals per-listing sequence in the store, and a failure anywhere in a
-//! pipeline stops everything after it.
+//! publishes them pipelined, each with `Nats-Msg-Id` = event id and a precondition on what
+//! the stream holds last: the first message of a pipeline `Nats-Expected-Last-Sequence`, each
+//! next one `Nats-Expected-Last-Msg-Id` = the previous event's id. The stream accepts messages
+//! only in exactly the order the relay sends them, so per-listing order in the stream equals
+//! per-listing sequence in the store, and a refused message makes everything after it in the
+//! pipeline refused too (no holes).
 //!
 //! On every (re)connect it reconciles with the stream: it reads the stream's last message,
 //! finds that event in the store and resumes right after it. It never trusts the
@@ -442,8 +443,19 @@ impl Relay {
     async fn publish(&self, batch: &[StoredEvent], start: Position) -> (Position, PipelineEnd) {
         let mut pending = Vec::with_capacity(batch.len());
         let mut failure = None;
-        // Each message must land right after the previous one: the stream checks it.
-        for (expected, event) in (start.stream_sequence..).zip(batch) {
+        // Each message must land right after the previous one, and the stream checks it: the
+        // first against the stream's last sequence (persisted, survives server restarts),
+        // each next one against the previous message's id. Chaining on ids, not on computed
+        // sequences, means that once one message is refused every later one is refused too:
+        // with sequences, a later message could match a sequence that something else
+        // produced and land after a hole.
+        let mut previous: Option<Uuid> = None;
+        for event in batch {
+            let expected = match previous {
+                None => Expected::Sequence(start.stream_sequence),
+                Some(id) => Expected::MessageId(id),
+            };
+            previous = Some(event.event_id);
             let message = match self.message(event, expected) {
                 Ok(message) => message,
                 Err(error) => {
@@ -504,7 +516,7 @@ impl Relay {
     fn message(
         &self,
         event: &StoredEvent,
-        expected_last: u64,
+        expected: Expected,
     ) -> Result<PublishMessage, RelayError> {
         let envelope = EventEnvelope {
             event_id: event.event_id,
@@ -525,7 +537,6 @@ impl Relay {
         let mut message = PublishMessage::build()
             .payload(Bytes::from(payload))
             .message_id(event.event_id.to_string())
-            .expected_last_sequence(expected_last)
             .header(headers::EVENT_TYPE, event.event.event_type())
             .header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
             .header(headers::LISTING_KEY, event.listing_key.as_str())
@@ -551,11 +562,24 @@ impl Relay {
                 event.metadata.causation_id.to_string().as_str(),
             )
             .header(headers::CONTENT_TYPE, "application/json");
+        message = match expected {
+            Expected::Sequence(sequence) => message.expected_last_sequence(sequence),
+            Expected::MessageId(id) => message.expected_last_message_id(id.to_string()),
+        };
         if let Some(traceparent) = &event.metadata.traceparent {
             message = message.header(headers::TRACEPARENT, traceparent.as_str());
         }
         Ok(message)
     }
+}
+
+/// What a message requires of the stream before it is stored.
+#[derive(Clone, Copy)]
+enum Expected {
+    /// The stream's last sequence is this.
+    Sequence(u64),
+    /// The stream's last message is this event.
+    MessageId(Uuid),
 }
 
 /// How a publish pipeline ended.

@@ -106,7 +106,7 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         log: std::env::var("KEH_TEST_LOG").unwrap_or_else(|_| "off".to_owned()),
         log_format: LogFormat::Text,
         migrate: true,
-        db_max_connections: 20,
+        db_max_connections: 10,
         db_acquire_timeout_ms: 3000,
         snapshot_every: 10,
         body_limit_bytes: 64 * 1024,
