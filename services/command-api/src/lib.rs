@@ -81,17 +81,7 @@ impl CommandApi {
 
     /// Readiness of the command API: PostgreSQL answers.
     pub fn health(&self) -> Check {
-        let pool = self.store.pool().clone();
-        Check::new("postgres", true, move || {
-            let pool = pool.clone();
-            Box::pin(async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-        })
+        keh_platform::health::postgres(self.store.pool().clone(), true)
     }
 }
 

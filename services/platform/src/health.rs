@@ -34,6 +34,16 @@ impl Check {
     }
 }
 
+/// PostgreSQL answers a trivial query on `pool`.
+pub fn postgres(pool: sqlx::PgPool, required: bool) -> Check {
+    Check::new("postgres", required, move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// The checks of one process.
 #[derive(Clone, Default)]
 pub struct Health {

@@ -73,17 +73,7 @@ impl QueryApi {
 
     /// Readiness: the read model answers.
     pub fn health(&self) -> Check {
-        let pool = self.pool.clone();
-        Check::new("postgres", true, move || {
-            let pool = pool.clone();
-            Box::pin(async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-        })
+        keh_platform::health::postgres(self.pool.clone(), true)
     }
 }
 
