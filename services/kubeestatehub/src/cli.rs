@@ -39,6 +39,25 @@ pub enum Command {
     /// Read-model maintenance.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Generate a realistic synthetic market through the command path (deterministic from
+    /// --seed; listings that already exist are left alone, so a re-run adds nothing).
+    Seed {
+        /// Number of listings.
+        #[arg(long, default_value_t = 3000)]
+        listings: usize,
+        /// How many months back the market starts.
+        #[arg(long, default_value_t = 24)]
+        months: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Last day of the market (default: today, UTC).
+        #[arg(long)]
+        until: Option<chrono::NaiveDate>,
+        /// Listings written at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Apply database migrations, then exit.
     Migrate,
     /// Print the JSON Schema of the published event envelope, then exit.

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod cli;
+pub mod seed;
 
 use cli::{Cli, Command, ProjectionsCommand, Settings};
 
@@ -83,6 +84,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Projections(ProjectionsCommand::Rebuild) => return rebuild(&settings).await,
+        Command::Seed {
+            listings,
+            months,
+            seed,
+            until,
+            concurrency,
+        } => {
+            let until = until.map_or_else(chrono::Utc::now, |day| {
+                day.and_hms_opt(23, 59, 59)
+                    .map_or_else(chrono::Utc::now, |t| t.and_utc())
+                    .min(chrono::Utc::now())
+            });
+            return seed_market(
+                &settings,
+                seed::SeedPlan {
+                    listings,
+                    months,
+                    seed,
+                    until,
+                },
+                concurrency,
+            )
+            .await;
+        }
         Command::All => Roles::ALL,
         Command::CommandApi => Roles {
             command_api: true,
@@ -150,6 +175,44 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
         rebuilt.listings,
         rebuilt.events,
         f64::from(u32::try_from(rebuilt.events).unwrap_or(u32::MAX)) / seconds.max(0.001)
+    );
+    Ok(())
+}
+
+/// `kubeestatehub seed`, with a progress bar.
+async fn seed_market(
+    settings: &Settings,
+    plan: seed::SeedPlan,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("seed"))?;
+    if settings.migrate {
+        keh_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    let store = Arc::new(Store::new(pool, settings.snapshot_every));
+    let planned = seed::plan(plan);
+    let bar = indicatif::ProgressBar::new(u64::try_from(planned.len()).unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} seeding [{bar:40}] {pos}/{len} listings ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let progress = bar.clone();
+    let seeded = seed::run(store, planned, concurrency, move |n| progress.inc(n))
+        .await
+        .context("seeding")?;
+    bar.finish_and_clear();
+    println!(
+        "seeded {} listings ({} already there) with {} events in {:.1} s",
+        seeded.listings,
+        seeded.skipped,
+        seeded.events,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

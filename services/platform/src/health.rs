@@ -39,7 +39,11 @@ pub fn postgres(pool: sqlx::PgPool, required: bool) -> Check {
     Check::new("postgres", required, move || {
         let pool = pool.clone();
         Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string())
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     })
 }

@@ -10,3 +10,4 @@ mod commands;
 mod harness;
 mod queries;
 mod relay;
+mod seed;
