@@ -318,6 +318,17 @@ impl PartitionWorker {
         while !shutdown.is_cancelled() {
             match self.consume(&shutdown).await {
                 Ok(()) => return,
+                // Until the relay has created the stream there is nothing to consume.
+                Err(error) if error.contains("stream not found") => {
+                    tracing::debug!(
+                        partition = self.partition,
+                        "waiting for the stream to exist"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(partition = self.partition, %error, "partition consumer failed; retrying");
                     tokio::select! {
