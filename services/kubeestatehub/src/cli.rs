@@ -24,7 +24,7 @@ pub struct Cli {
 }
 
 /// What to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Every role in one process, serving every HTTP route on one listener.
     All,
@@ -39,6 +39,13 @@ pub enum Command {
     /// Read-model maintenance.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Import listings from a RESO-named CSV (with a header) or JSON-lines file through the
+    /// command path; bad rows are reported and the others imported; exits non-zero when any
+    /// row failed. Importing the same file again appends nothing.
+    Import {
+        /// The file (`-` reads standard input).
+        file: std::path::PathBuf,
+    },
     /// Generate a realistic synthetic market through the command path (deterministic from
     /// --seed; listings that already exist are left alone, so a re-run adds nothing).
     Seed {

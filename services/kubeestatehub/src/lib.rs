@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod cli;
+pub mod import;
 pub mod seed;
 
 use cli::{Cli, Command, ProjectionsCommand, Settings};
@@ -84,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Projections(ProjectionsCommand::Rebuild) => return rebuild(&settings).await,
+        Command::Import { file } => return import_file(&settings, &file).await,
         Command::Seed {
             listings,
             months,
@@ -177,6 +179,76 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
         f64::from(u32::try_from(rebuilt.events).unwrap_or(u32::MAX)) / seconds.max(0.001)
     );
     Ok(())
+}
+
+/// `kubeestatehub import FILE`, with a progress bar and a summary; fails when any row did.
+async fn import_file(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("import"))?;
+    if settings.migrate {
+        keh_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    let store = Arc::new(Store::new(pool, settings.snapshot_every));
+    let mut ignored = std::collections::BTreeSet::new();
+    let rows = import::read(&bytes, &mut ignored);
+    let bar = indicatif::ProgressBar::new(u64::try_from(rows.len()).unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let progress = bar.clone();
+    let report = import::run(store, rows, move || progress.inc(1))
+        .await
+        .context("importing")?;
+    bar.finish_and_clear();
+    if !ignored.is_empty() {
+        eprintln!(
+            "ignored columns (not understood): {}",
+            ignored.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    for failure in &report.failed {
+        eprintln!(
+            "line {}{}: {}",
+            failure.line,
+            failure
+                .listing_key
+                .as_ref()
+                .map(|k| format!(" (ListingKey {k})"))
+                .unwrap_or_default(),
+            failure.message
+        );
+    }
+    println!(
+        "{} rows: {} imported or updated, {} unchanged, {} failed; {} events appended",
+        report.rows,
+        report.changed,
+        report.unchanged,
+        report.failed.len(),
+        report.events
+    );
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{} of {} rows failed (see above)",
+            report.failed.len(),
+            report.rows
+        ))
+    }
 }
 
 /// `kubeestatehub seed`, with a progress bar.

@@ -137,6 +137,21 @@ impl Listing {
             .ok_or_else(|| ListingError::not_found(None, "no listing has this ListingKey"))
     }
 
+    /// Decides `commands` one after the other on a copy, without storing anything: whether
+    /// they would all be accepted, and the resulting listing (a dry run, e.g. for imports).
+    pub fn simulate(
+        &self,
+        commands: impl IntoIterator<Item = ListingCommand>,
+    ) -> Result<Self, ListingError> {
+        let mut listing = self.clone();
+        for command in commands {
+            for event in listing.decide(command)? {
+                listing.apply_event(event);
+            }
+        }
+        Ok(listing)
+    }
+
     fn decide(&self, command: ListingCommand) -> Result<Vec<ListingEvent>, ListingError> {
         match command {
             ListingCommand::Create(c) => self.create(c),

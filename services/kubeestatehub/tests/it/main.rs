@@ -8,6 +8,7 @@
 mod bad_input;
 mod commands;
 mod harness;
+mod import;
 mod queries;
 mod relay;
 mod seed;
