@@ -186,7 +186,10 @@ async fn apply_listing(
         return Ok(());
     };
     let last_recorded = history.last().map_or_else(Utc::now, |f| f.recorded_at);
-    write_listing(connection, schema, state, version, last_recorded).await?;
+    if !write_listing(connection, schema, state, version, last_recorded).await? {
+        // A newer version is already there (two appliers overlapped): leave it all alone.
+        return Ok(());
+    }
     let touches = |types: &[&str]| {
         history
             .iter()
@@ -226,19 +229,19 @@ async fn apply_listing(
 }
 
 /// Upserts the row; never moves a row back to an older version (two appliers can overlap
-/// for a moment while a partition changes hands).
+/// for a moment while a partition changes hands). Returns whether it wrote.
 async fn write_listing(
     connection: &mut PgConnection,
     schema: &Schema,
     state: &ListingState,
     version: i64,
     recorded_at: DateTime<Utc>,
-) -> Result<(), ApplyError> {
+) -> Result<bool, ApplyError> {
     let s = schema.as_str();
     let json = serde_json::to_value(state)
         .map_err(|e| ApplyError::State(state.listing_key.to_string(), e))?;
     let d = &state.details;
-    sqlx::query(&format!(
+    let written = sqlx::query(&format!(
         "INSERT INTO {s}.listings (listing_key, version, standard_status, property_type, list_price, city, postal_code,
              bedrooms_total, bathrooms_total_integer, living_area, latitude, longitude, modification_timestamp, recorded_at, state)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
@@ -269,7 +272,7 @@ async fn write_listing(
     .bind(json)
     .execute(&mut *connection)
     .await?;
-    Ok(())
+    Ok(written.rows_affected() == 1)
 }
 
 /// Replaces the listing's media rows with its current media.

@@ -202,11 +202,28 @@ impl Projector {
         locks: &mut Option<PgConnection>,
         workers: &mut HashMap<u32, Worker>,
     ) -> Result<(), sqlx::Error> {
-        workers.retain(|_, w| w.handle.as_ref().is_some_and(|h| !h.is_finished()));
         let connection = match locks {
             Some(c) => c,
             None => locks.insert(self.database.connect().await?),
         };
+        // A worker that ended by itself (it only does on a bug) gives its partition back, so
+        // that the lock count stays one per partition owned.
+        let finished: Vec<u32> = workers
+            .iter()
+            .filter(|(_, w)| w.handle.as_ref().is_none_or(JoinHandle::is_finished))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in finished {
+            workers.remove(&partition);
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(self.lock_key(partition))
+                .execute(&mut *connection)
+                .await?;
+            tracing::error!(
+                partition,
+                "partition worker ended unexpectedly; partition released"
+            );
+        }
         // A replica that missed three heartbeats is gone: its share is redistributed.
         let stale = self.settings.heartbeat * 3;
         sqlx::query(

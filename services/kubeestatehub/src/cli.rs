@@ -192,7 +192,7 @@ pub struct Settings {
     )]
     pub body_limit_bytes: usize,
 
-    /// Longest a request may take, in milliseconds (503 beyond).
+    /// Longest a request may take, in milliseconds (504 beyond).
     #[arg(
         long,
         global = true,

@@ -26,7 +26,8 @@ use crate::problem::{Problem, problem_for_plain_errors};
 pub struct HttpSettings {
     /// Largest request body accepted (413 beyond).
     pub body_limit: usize,
-    /// Longest a request may take (503 beyond; a command already submitted still completes).
+    /// Longest a request may take (504 beyond; a command already submitted still completes,
+    /// so its outcome is unknown to the client, who retries with the same Idempotency-Key).
     pub request_timeout: Duration,
 }
 
@@ -92,7 +93,7 @@ pub fn app(
         .layer(middleware::from_fn_with_state(http_metrics, metrics::track))
         .layer(middleware::map_response(problem_for_plain_errors))
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
             settings.request_timeout,
         ))
         .layer(DefaultBodyLimit::max(settings.body_limit))

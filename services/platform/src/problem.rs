@@ -128,6 +128,10 @@ impl Problem {
                 "send the body as application/json",
             ),
             StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+            StatusCode::GATEWAY_TIMEOUT => (
+                "timeout",
+                "the request took too long; a command may still have been applied: retry it with the same Idempotency-Key",
+            ),
             StatusCode::SERVICE_UNAVAILABLE => {
                 ("unavailable", "the service is unavailable; retry later")
             }

@@ -699,7 +699,17 @@ async fn live_feed(
     };
     let deliver_policy = match last_id {
         Some(id) => async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: id + 1,
+            start_sequence: id.checked_add(1).ok_or_else(|| {
+                Problem::bad_request(
+                    "invalid-last-event-id",
+                    "Last-Event-ID must be an id this feed sent",
+                )
+                .with_field(
+                    "Last-Event-ID",
+                    "invalid-value",
+                    "not a feed event id",
+                )
+            })?,
         },
         None => async_nats::jetstream::consumer::DeliverPolicy::New,
     };

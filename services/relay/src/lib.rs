@@ -89,13 +89,19 @@ pub enum RelayError {
     Outbox(#[from] outbox::ReadError),
     #[error("JetStream: {0}")]
     JetStream(String),
-    #[error("the stream holds {0} messages none of which is in the event store")]
+    #[error(
+        "the last {0} messages of the stream name no event of the store: stream and store disagree, an operator must decide"
+    )]
     StreamAheadOfStore(u64),
 }
 
 fn js_error(error: impl std::fmt::Display) -> RelayError {
     RelayError::JetStream(error.to_string())
 }
+
+/// How many unknown messages at the stream's end a reconciliation looks past before it
+/// gives up and asks for an operator.
+const MAX_WALK_BACK: u64 = 10_000;
 
 /// Where publication stands: the last published event and the stream sequence it got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,42 +407,64 @@ impl Relay {
         let state = stream.info().await.map_err(js_error)?.state.clone();
         let last = state.last_sequence;
         if state.messages == 0 {
-            tracing::info!(stream = %self.settings.stream, "stream is empty: publishing from the start of the store");
+            if last == 0 {
+                tracing::info!(stream = %self.settings.stream, "stream is new: publishing from the start of the store");
+                return Ok(Position {
+                    cursor: Cursor::START,
+                    stream_sequence: 0,
+                });
+            }
+            // Emptied by its limits (max age) or a purge: everything up to the checkpoint was
+            // published once; publishing it again would replay history to subscribers.
+            let cursor = outbox::load_checkpoint(&mut *leader, &self.settings.stream)
+                .await?
+                .unwrap_or(Cursor::START);
+            tracing::warn!(stream = %self.settings.stream, last, "stream holds no messages but has published before: resuming after the relay's checkpoint");
             return Ok(Position {
-                cursor: Cursor::START,
+                cursor,
                 stream_sequence: last,
             });
         }
         let first = state.first_sequence.max(1);
         let mut sequence = last;
-        while sequence >= first {
-            match stream.get_raw_message(sequence).await {
-                Ok(message) => {
-                    let event_id = message
-                        .headers
-                        .get(headers::MSG_ID)
-                        .and_then(|v| Uuid::parse_str(v.as_str()).ok());
-                    if let Some(event_id) = event_id
-                        && let Some(cursor) = outbox::cursor_of(&mut *leader, event_id).await?
-                    {
-                        if sequence != last {
-                            tracing::error!(
-                                orphaned = last - sequence,
-                                "the stream holds events the store does not (store restored?); resuming after the newest event both know"
-                            );
-                        }
-                        tracing::info!(stream_sequence = last, %event_id, "reconciled with the stream");
-                        return Ok(Position {
-                            cursor,
-                            stream_sequence: last,
-                        });
-                    }
+        // Walk back only over messages that are readable but unknown to the store (a store
+        // restored to an earlier point); any failure to read is retried as a whole, never
+        // taken as "unknown", or the relay would rewind and publish twice.
+        while sequence >= first && last - sequence < MAX_WALK_BACK {
+            let message = match stream.get_raw_message(sequence).await {
+                Ok(message) => Some(message),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    None
                 }
-                Err(error) => tracing::debug!(%error, sequence, "stream message not readable"),
+                Err(error) => return Err(js_error(error)),
+            };
+            let event_id = message
+                .as_ref()
+                .and_then(|m| m.headers.get(headers::MSG_ID))
+                .and_then(|v| Uuid::parse_str(v.as_str()).ok());
+            if let Some(event_id) = event_id
+                && let Some(cursor) = outbox::cursor_of(&mut *leader, event_id).await?
+            {
+                if sequence != last {
+                    tracing::error!(
+                        orphaned = last - sequence,
+                        "the stream holds events the store does not (store restored?); resuming after the newest event both know"
+                    );
+                }
+                tracing::info!(stream_sequence = last, %event_id, "reconciled with the stream");
+                return Ok(Position {
+                    cursor,
+                    stream_sequence: last,
+                });
             }
             sequence -= 1;
         }
-        Err(RelayError::StreamAheadOfStore(state.messages))
+        Err(RelayError::StreamAheadOfStore(last - sequence))
     }
 
     /// Publishes `batch` pipelined. Returns how far it got and how the pipeline ended.
