@@ -76,6 +76,20 @@ pub enum ApplyError {
     Store(#[from] outbox::ReadError),
     #[error("listing {0}: stored read-model state cannot be read: {1}")]
     State(String, serde_json::Error),
+    #[error("listing {listing}: events {from}..{to} are not in the event store")]
+    Missing { listing: String, from: i64, to: i64 },
+}
+
+impl ApplyError {
+    /// Whether trying again can never help (the data is at fault, not a connection).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Database(_) | Self::Store(outbox::ReadError::Database(_)) => false,
+            Self::Store(outbox::ReadError::Undecodable { .. })
+            | Self::State(..)
+            | Self::Missing { .. } => true,
+        }
+    }
 }
 
 /// A validated schema name (the live one or a rebuild's).
@@ -165,13 +179,12 @@ async fn apply_listing(
                 history.push(fact);
             }
             if version != sequence - 1 {
-                // The store does not have them either (yet): leave this listing as it is;
-                // the message is redelivered and applies once the gap can be filled.
-                return Err(ApplyError::Database(sqlx::Error::Protocol(format!(
-                    "listing {key}: events {}..{} not in the event store",
-                    version + 1,
-                    sequence - 1
-                ))));
+                // The store does not have them either: the message cannot apply.
+                return Err(ApplyError::Missing {
+                    listing: key.to_owned(),
+                    from: version + 1,
+                    to: sequence - 1,
+                });
             }
         }
         version = sequence;

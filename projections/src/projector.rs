@@ -25,6 +25,9 @@ use uuid::Uuid;
 
 use crate::apply::{self, Fact, Schema};
 
+/// Deliveries of a message that can never apply before it is parked.
+const MAX_ATTEMPTS: i64 = 3;
+
 /// Key of the advisory lock a rebuild takes exclusively to swap schemas; every batch takes it
 /// shared, so no batch straddles a swap.
 pub const SWAP_LOCK: i64 = 0x6b65_685f_7377_6170;
@@ -408,60 +411,91 @@ impl PartitionWorker {
 
     /// Applies one batch; acknowledges after commit; parks what can never apply.
     async fn process(&self, batch: Vec<jetstream::Message>) -> Result<(), String> {
-        let mut facts = Vec::with_capacity(batch.len());
-        let mut good = Vec::with_capacity(batch.len());
+        let mut parsed = Vec::with_capacity(batch.len());
         for message in batch {
             match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-                Ok(envelope) => {
-                    facts.push(Fact::from(envelope));
-                    good.push(message);
-                }
-                Err(error) => self.park(&message, &error.to_string()).await?,
+                Ok(envelope) => parsed.push((message, Fact::from(envelope))),
+                Err(error) => self.park(&message, None, &error.to_string()).await?,
             }
         }
-        if facts.is_empty() {
+        if parsed.is_empty() {
             return Ok(());
         }
-        let oldest = facts.iter().map(|f| f.recorded_at).min();
-        let outcome = async {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                .bind(SWAP_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            let outcome = apply::apply(&mut tx, &Schema::live(), facts).await?;
-            tx.commit().await?;
-            Ok::<_, apply::ApplyError>(outcome)
-        }
-        .await;
-        match outcome {
-            Ok(applied) => {
-                self.metrics.applied.inc_by(applied.applied);
-                self.metrics.duplicates.inc_by(applied.duplicates);
-                self.metrics.repaired.inc_by(applied.repaired);
-                if let Some(oldest) = oldest {
-                    self.metrics
-                        .lag
-                        .observe((chrono::Utc::now() - oldest).as_seconds_f64().max(0.0));
-                }
-                for message in good {
+        let facts: Vec<Fact> = parsed.iter().map(|(_, f)| f.clone()).collect();
+        match self.apply_committed(facts).await {
+            Ok(()) => {
+                for (message, _) in &parsed {
                     message.ack().await.map_err(|e| e.to_string())?;
                 }
                 Ok(())
             }
-            Err(error) => {
-                // Nothing was committed: let the batch come back after a pause.
-                for message in good {
+            Err(error) if !error.is_permanent() => {
+                // Nothing was committed and the cause is passing (a connection): the whole
+                // batch comes back after a pause.
+                for (message, _) in &parsed {
                     let _ = message
                         .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                         .await;
                 }
                 Err(error.to_string())
             }
+            Err(error) => {
+                // Some event can never apply: one message at a time, so that only its listing
+                // is held back (its later events gap-repair into the same failure).
+                tracing::warn!(partition = self.partition, %error, "a batch cannot apply; applying its messages one by one");
+                for (message, fact) in parsed {
+                    match self.apply_committed(vec![fact.clone()]).await {
+                        Ok(()) => message.ack().await.map_err(|e| e.to_string())?,
+                        Err(error) if error.is_permanent() => {
+                            let delivered = message.info().map_or(1, |i| i.delivered);
+                            if delivered >= MAX_ATTEMPTS {
+                                self.park(&message, Some(&fact), &error.to_string()).await?;
+                            } else {
+                                let _ = message
+                                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                                    .await;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = message
+                                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                                .await;
+                            return Err(error.to_string());
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
-    async fn park(&self, message: &jetstream::Message, reason: &str) -> Result<(), String> {
+    /// Applies `facts` in one committed transaction and records the metrics.
+    async fn apply_committed(&self, facts: Vec<Fact>) -> Result<(), apply::ApplyError> {
+        let oldest = facts.iter().map(|f| f.recorded_at).min();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(SWAP_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let applied = apply::apply(&mut tx, &Schema::live(), facts).await?;
+        tx.commit().await?;
+        self.metrics.applied.inc_by(applied.applied);
+        self.metrics.duplicates.inc_by(applied.duplicates);
+        self.metrics.repaired.inc_by(applied.repaired);
+        if let Some(oldest) = oldest {
+            self.metrics
+                .lag
+                .observe((chrono::Utc::now() - oldest).as_seconds_f64().max(0.0));
+        }
+        Ok(())
+    }
+
+    async fn park(
+        &self,
+        message: &jetstream::Message,
+        fact: Option<&Fact>,
+        reason: &str,
+    ) -> Result<(), String> {
         let event_id = message
             .headers
             .as_ref()
@@ -469,11 +503,14 @@ impl PartitionWorker {
             .and_then(|v| Uuid::parse_str(v.as_str()).ok())
             .unwrap_or_else(Uuid::new_v4);
         sqlx::query(
-            "INSERT INTO parked_events (consumer, event_id, subject, reason, payload) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO parked_events (consumer, event_id, listing_key, sequence, subject, reason, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT DO NOTHING",
         )
         .bind(&self.name)
         .bind(event_id)
+        .bind(fact.map(|f| f.listing_key.as_str()))
+        .bind(fact.map(|f| f.sequence))
         .bind(message.subject.as_str())
         .bind(reason)
         .bind(String::from_utf8_lossy(&message.payload).as_ref())

@@ -734,3 +734,58 @@ async fn upcoming_open_houses_are_listed_by_city_and_time() {
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
+
+#[tokio::test]
+async fn an_event_that_cannot_apply_is_parked_and_holds_back_only_its_listing() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+    let keys: Vec<String> =
+        join_all((0..12).map(|i| app.create_listing(listing(i, "Springfield")))).await;
+    for key in &keys {
+        wait_projected(&app, key, 1).await;
+    }
+    // The read-model row of one listing is damaged: its next event can never apply.
+    let broken = keys[0].clone();
+    let pool = db.pool().await;
+    sqlx::query(
+        "UPDATE read_model.listings SET state = '{\"damaged\": true}' WHERE listing_key = $1",
+    )
+    .bind(&broken)
+    .execute(&pool)
+    .await
+    .expect("damage");
+    let changes = keys.iter().map(|k| {
+        let request = app
+            .client
+            .post(app.url(&format!("/api/v1/listings/{k}/price")))
+            .json(&json!({"ListPrice": 77000}));
+        app.send(request)
+    });
+    join_all(changes).await;
+    for key in &keys[1..] {
+        wait_projected(&app, key, 2).await;
+    }
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let parked: Option<(String, i64, String)> =
+            sqlx::query_as("SELECT listing_key, sequence, reason FROM parked_events")
+                .fetch_optional(&pool)
+                .await
+                .expect("parked");
+        if let Some((key, sequence, reason)) = parked {
+            assert_eq!((key.as_str(), sequence), (broken.as_str(), 2));
+            assert!(reason.contains("cannot be read"), "{reason}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unappliable event was not parked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.metric("keh_projector_parked_total").await, 1.0);
+    pool.close().await;
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
