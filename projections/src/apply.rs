@@ -6,7 +6,7 @@
 //! depends on the order or the number of times events arrive, so redeliveries, a restarted
 //! consumer and the rebuild all converge on the same rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use keh_events::envelope::EventEnvelope;
@@ -130,27 +130,76 @@ pub async fn apply(
             outcome.duplicates += 1;
         }
     }
-    // Listings in key order: concurrent appliers lock rows in the same order (no deadlock).
+    if by_listing.is_empty() {
+        return Ok(outcome);
+    }
+    let s = schema.as_str();
+    // Every row of the batch, locked at once in key order: concurrent appliers lock in the
+    // same order (no deadlock), and a batch costs a handful of statements, not a few per event.
+    let keys: Vec<String> = by_listing.keys().cloned().collect();
+    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(&format!(
+        "SELECT listing_key, version, state FROM {s}.listings WHERE listing_key = ANY($1)
+          ORDER BY listing_key FOR UPDATE"
+    ))
+    .bind(&keys)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut current: HashMap<String, (i64, serde_json::Value)> = rows
+        .into_iter()
+        .map(|(key, version, state)| (key, (version, state)))
+        .collect();
+    let mut changed = Vec::new();
     for (key, facts) in by_listing {
-        apply_listing(connection, schema, &key, facts, &mut outcome).await?;
+        if let Some(change) =
+            advance(connection, &key, current.remove(&key), facts, &mut outcome).await?
+        {
+            changed.push(change);
+        }
+    }
+    let written = write_listings(connection, schema, &changed).await?;
+    write_history(connection, schema, &changed).await?;
+    for change in changed
+        .iter()
+        .filter(|c| written.contains(c.state.listing_key.as_str()))
+    {
+        // A newer version already there (two appliers overlapped) is left alone.
+        let touches = |types: &[&str]| {
+            change
+                .history
+                .iter()
+                .any(|f| types.contains(&f.event.event_type()))
+        };
+        if touches(&[
+            "ListingCreated",
+            "MediaAdded",
+            "MediaRemoved",
+            "MediaReordered",
+        ]) {
+            write_media(connection, schema, &change.state).await?;
+        }
+        if touches(&["ListingCreated", "OpenHouseScheduled", "OpenHouseCanceled"]) {
+            write_open_houses(connection, schema, &change.state).await?;
+        }
     }
     Ok(outcome)
 }
 
-async fn apply_listing(
+/// A listing moved forward by a batch.
+struct Changed {
+    state: ListingState,
+    version: i64,
+    history: Vec<Fact>,
+}
+
+/// Applies one listing's facts to its current row (skipping duplicates, filling gaps from the
+/// store). `None` when nothing new happened to it.
+async fn advance(
     connection: &mut PgConnection,
-    schema: &Schema,
     key: &str,
+    row: Option<(i64, serde_json::Value)>,
     facts: BTreeMap<i64, Fact>,
     outcome: &mut Applied,
-) -> Result<(), ApplyError> {
-    let s = schema.as_str();
-    let row: Option<(i64, serde_json::Value)> = sqlx::query_as(&format!(
-        "SELECT version, state FROM {s}.listings WHERE listing_key = $1 FOR UPDATE"
-    ))
-    .bind(key)
-    .fetch_optional(&mut *connection)
-    .await?;
+) -> Result<Option<Changed>, ApplyError> {
     let (mut version, mut listing) = match row {
         Some((version, state)) => {
             let state: ListingState =
@@ -193,71 +242,75 @@ async fn apply_listing(
         history.push(fact);
     }
     if version == start_version {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(state) = listing.state() else {
-        return Ok(());
-    };
-    let last_recorded = history.last().map_or_else(Utc::now, |f| f.recorded_at);
-    if !write_listing(connection, schema, state, version, last_recorded).await? {
-        // A newer version is already there (two appliers overlapped): leave it all alone.
-        return Ok(());
-    }
-    let touches = |types: &[&str]| {
-        history
-            .iter()
-            .any(|f| types.contains(&f.event.event_type()))
-    };
-    if touches(&[
-        "ListingCreated",
-        "MediaAdded",
-        "MediaRemoved",
-        "MediaReordered",
-    ]) {
-        write_media(connection, schema, state).await?;
-    }
-    if touches(&["ListingCreated", "OpenHouseScheduled", "OpenHouseCanceled"]) {
-        write_open_houses(connection, schema, state).await?;
-    }
-    for fact in history {
-        let data = serde_json::to_value(&fact.event).unwrap_or(serde_json::Value::Null);
-        sqlx::query(&format!(
-            "INSERT INTO {s}.listing_events (listing_key, sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (listing_key, sequence) DO NOTHING"
-        ))
-        .bind(&fact.listing_key)
-        .bind(fact.sequence)
-        .bind(fact.event_id)
-        .bind(fact.event.event_type())
-        .bind(fact.effective_at)
-        .bind(fact.recorded_at)
-        .bind(&fact.actor)
-        .bind(fact.correlation_id)
-        .bind(data.get("Data").cloned().unwrap_or(serde_json::Value::Null))
-        .execute(&mut *connection)
-        .await?;
-    }
-    Ok(())
+    Ok(listing.state().cloned().map(|state| Changed {
+        state,
+        version,
+        history,
+    }))
 }
 
-/// Upserts the row; never moves a row back to an older version (two appliers can overlap
-/// for a moment while a partition changes hands). Returns whether it wrote.
-async fn write_listing(
+/// Upserts the rows in one statement; never moves a row back to an older version (two
+/// appliers can overlap for a moment while a partition changes hands). Returns the keys it
+/// wrote.
+async fn write_listings(
     connection: &mut PgConnection,
     schema: &Schema,
-    state: &ListingState,
-    version: i64,
-    recorded_at: DateTime<Utc>,
-) -> Result<bool, ApplyError> {
+    changed: &[Changed],
+) -> Result<HashSet<String>, ApplyError> {
+    if changed.is_empty() {
+        return Ok(HashSet::new());
+    }
     let s = schema.as_str();
-    let json = serde_json::to_value(state)
-        .map_err(|e| ApplyError::State(state.listing_key.to_string(), e))?;
-    let d = &state.details;
-    let written = sqlx::query(&format!(
+    let mut keys = Vec::with_capacity(changed.len());
+    let mut versions = Vec::with_capacity(changed.len());
+    let mut statuses = Vec::with_capacity(changed.len());
+    let mut types = Vec::with_capacity(changed.len());
+    let mut prices = Vec::with_capacity(changed.len());
+    let mut cities = Vec::with_capacity(changed.len());
+    let mut postal_codes = Vec::with_capacity(changed.len());
+    let mut bedrooms = Vec::with_capacity(changed.len());
+    let mut bathrooms = Vec::with_capacity(changed.len());
+    let mut areas = Vec::with_capacity(changed.len());
+    let mut latitudes = Vec::with_capacity(changed.len());
+    let mut longitudes = Vec::with_capacity(changed.len());
+    let mut modified = Vec::with_capacity(changed.len());
+    let mut recorded = Vec::with_capacity(changed.len());
+    let mut states = Vec::with_capacity(changed.len());
+    for change in changed {
+        let state = &change.state;
+        let d = &state.details;
+        keys.push(state.listing_key.as_str().to_owned());
+        versions.push(change.version);
+        statuses.push(state.standard_status.as_str());
+        types.push(state.property_type.as_str());
+        prices.push(state.list_price.get());
+        cities.push(d.city.as_ref().map(|c| c.as_str().to_owned()));
+        postal_codes.push(d.postal_code.as_ref().map(|c| c.as_str().to_owned()));
+        bedrooms.push(d.bedrooms_total.map(|v| v.get()));
+        bathrooms.push(d.bathrooms_total_integer.map(|v| v.get()));
+        areas.push(d.living_area.map(|v| v.get()));
+        latitudes.push(d.latitude.map(|v| v.get()));
+        longitudes.push(d.longitude.map(|v| v.get()));
+        modified.push(state.modification_timestamp);
+        recorded.push(
+            change
+                .history
+                .last()
+                .map_or_else(Utc::now, |f| f.recorded_at),
+        );
+        states.push(
+            serde_json::to_value(state)
+                .map_err(|e| ApplyError::State(state.listing_key.to_string(), e))?,
+        );
+    }
+    let written: Vec<String> = sqlx::query_scalar(&format!(
         "INSERT INTO {s}.listings (listing_key, version, standard_status, property_type, list_price, city, postal_code,
              bedrooms_total, bathrooms_total_integer, living_area, latitude, longitude, modification_timestamp, recorded_at, state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
+             $8::integer[], $9::integer[], $10::numeric[], $11::numeric[], $12::numeric[], $13::timestamptz[],
+             $14::timestamptz[], $15::jsonb[])
          ON CONFLICT (listing_key) DO UPDATE SET
              version = EXCLUDED.version, standard_status = EXCLUDED.standard_status,
              property_type = EXCLUDED.property_type, list_price = EXCLUDED.list_price, city = EXCLUDED.city,
@@ -266,26 +319,67 @@ async fn write_listing(
              latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
              modification_timestamp = EXCLUDED.modification_timestamp, recorded_at = EXCLUDED.recorded_at,
              state = EXCLUDED.state
-         WHERE {s}.listings.version < EXCLUDED.version"
+         WHERE {s}.listings.version < EXCLUDED.version
+         RETURNING listing_key"
     ))
-    .bind(state.listing_key.as_str())
-    .bind(version)
-    .bind(state.standard_status.as_str())
-    .bind(state.property_type.as_str())
-    .bind(state.list_price.get())
-    .bind(d.city.as_ref().map(|c| c.as_str()))
-    .bind(d.postal_code.as_ref().map(|c| c.as_str()))
-    .bind(d.bedrooms_total.map(|v| v.get()))
-    .bind(d.bathrooms_total_integer.map(|v| v.get()))
-    .bind(d.living_area.map(|v| v.get()))
-    .bind(d.latitude.map(|v| v.get()))
-    .bind(d.longitude.map(|v| v.get()))
-    .bind(state.modification_timestamp)
-    .bind(recorded_at)
-    .bind(json)
+    .bind(keys)
+    .bind(versions)
+    .bind(statuses)
+    .bind(types)
+    .bind(prices)
+    .bind(cities)
+    .bind(postal_codes)
+    .bind(bedrooms)
+    .bind(bathrooms)
+    .bind(areas)
+    .bind(latitudes)
+    .bind(longitudes)
+    .bind(modified)
+    .bind(recorded)
+    .bind(states)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(written.into_iter().collect())
+}
+
+/// Appends the timeline rows of the batch in one statement (a row already there stays).
+async fn write_history(
+    connection: &mut PgConnection,
+    schema: &Schema,
+    changed: &[Changed],
+) -> Result<(), ApplyError> {
+    let facts: Vec<&Fact> = changed.iter().flat_map(|c| c.history.iter()).collect();
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let s = schema.as_str();
+    let data: Vec<serde_json::Value> = facts
+        .iter()
+        .map(|f| {
+            serde_json::to_value(&f.event)
+                .ok()
+                .and_then(|v| v.get("Data").cloned())
+                .unwrap_or(serde_json::Value::Null)
+        })
+        .collect();
+    sqlx::query(&format!(
+        "INSERT INTO {s}.listing_events (listing_key, sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+             $7::text[], $8::uuid[], $9::jsonb[])
+         ON CONFLICT (listing_key, sequence) DO NOTHING"
+    ))
+    .bind(facts.iter().map(|f| f.listing_key.clone()).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.sequence).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.event_id).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.event.event_type()).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.effective_at).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.recorded_at).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.actor.clone()).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.correlation_id).collect::<Vec<_>>())
+    .bind(data)
     .execute(&mut *connection)
     .await?;
-    Ok(written.rows_affected() == 1)
+    Ok(())
 }
 
 /// Replaces the listing's media rows with its current media.
