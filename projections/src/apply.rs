@@ -169,15 +169,11 @@ pub async fn apply(
                 .iter()
                 .any(|f| types.contains(&f.event.event_type()))
         };
-        if touches(&[
-            "ListingCreated",
-            "MediaAdded",
-            "MediaRemoved",
-            "MediaReordered",
-        ]) {
+        // A new listing has neither media nor open houses: only their own events touch them.
+        if touches(&["MediaAdded", "MediaRemoved", "MediaReordered"]) {
             write_media(connection, schema, &change.state).await?;
         }
-        if touches(&["ListingCreated", "OpenHouseScheduled", "OpenHouseCanceled"]) {
+        if touches(&["OpenHouseScheduled", "OpenHouseCanceled"]) {
             write_open_houses(connection, schema, &change.state).await?;
         }
     }
