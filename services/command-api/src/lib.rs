@@ -261,6 +261,11 @@ async fn submit(
             } else {
                 success
             };
+            if executed.appended == 0 {
+                // Nothing was appended, so the trigger recorded nothing: remember the answer.
+                let version = i64::try_from(executed.listing.version()).unwrap_or(i64::MAX);
+                remember(api, &ctx, key, status, version, None).await;
+            }
             Ok(listing_response(&executed.listing, status, None))
         }
         Err(ExecuteError::Conflict) => {
@@ -280,6 +285,14 @@ async fn submit(
                 "another change to this listing was committed first; reload it and retry",
             );
             problem.current_version = current;
+            Err(problem)
+        }
+        // Decisions (a rule refused it, a stale If-Match) are answers a retry must get again;
+        // passing failures (unavailable, internal) are not remembered.
+        Err(error @ (ExecuteError::Rule(_) | ExecuteError::VersionMismatch { .. })) => {
+            let problem = execute_problem(error, key);
+            let body = serde_json::to_value(&problem).ok();
+            remember(api, &ctx, key, problem.status, 0, body).await;
             Err(problem)
         }
         Err(error) => Err(execute_problem(error, key)),
@@ -317,20 +330,55 @@ async fn replay_if_known(
             "use a new key for a new request",
         ));
     }
+    let status = u16::try_from(record.response_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    if let Some(problem) = record.problem {
+        let mut response = (status, problem.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(keh_platform::problem::PROBLEM_JSON),
+        );
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(Some(response));
+    }
     let listing = api
         .store
         .state_at(&record.aggregate_id, record.last_sequence)
         .await
         .map_err(execute_problem_plain)?;
-    let status = u16::try_from(record.response_status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
     Ok(Some(listing_response(
         &listing,
         status,
         Some(HeaderValue::from_static("true")),
     )))
+}
+
+/// Remembers the answer of a command that appended nothing, under its Idempotency-Key (if
+/// any). A failure to remember is logged: the answer itself is still right.
+async fn remember(
+    api: &CommandApi,
+    ctx: &CommandContext,
+    key: &ShortText,
+    status: StatusCode,
+    version: i64,
+    problem: Option<serde_json::Value>,
+) {
+    let Some(idempotency) = &ctx.idempotency else {
+        return;
+    };
+    let record = keh_store::IdempotencyRecord {
+        aggregate_id: key.as_str().to_owned(),
+        request_hash: ctx.digest.clone(),
+        response_status: i32::from(status.as_u16()),
+        last_sequence: version,
+        problem,
+    };
+    if let Err(error) = api.store.record_answer(&idempotency.scope, &record).await {
+        tracing::warn!(%error, "could not remember an idempotent answer");
+    }
 }
 
 async fn check_listing_id_free(

@@ -46,6 +46,8 @@ pub struct IdempotencyRecord {
     pub request_hash: String,
     pub response_status: i32,
     pub last_sequence: i64,
+    /// The problem+json body of a refusal (`None` for an answer with the listing's state).
+    pub problem: Option<serde_json::Value>,
 }
 
 /// The Listing event store.
@@ -152,13 +154,36 @@ impl Store {
         scope: &str,
     ) -> Result<Option<IdempotencyRecord>, ExecuteError> {
         sqlx::query_as(
-            "SELECT aggregate_id, request_hash, response_status, last_sequence
+            "SELECT aggregate_id, request_hash, response_status, last_sequence, problem
                FROM idempotency_keys WHERE scope = $1",
         )
         .bind(scope)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_sqlx)
+    }
+
+    /// Records the answer of a command that appended nothing (a refusal, or no change), so
+    /// that a retry with the same key gets it again. The first record of a key wins.
+    pub async fn record_answer(
+        &self,
+        scope: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<(), ExecuteError> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, aggregate_id, request_hash, response_status, last_sequence, problem)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(&record.aggregate_id)
+        .bind(&record.request_hash)
+        .bind(record.response_status)
+        .bind(record.last_sequence)
+        .bind(&record.problem)
+        .execute(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(())
     }
 
     /// The listing that holds a `ListingId`, if any.

@@ -292,6 +292,36 @@ async fn an_idempotent_retry_returns_the_first_answer_and_creates_no_event() {
         "/api/v1/problems/idempotency-key-reused"
     );
     assert_eq!(event_count(&db).await, 2);
+
+    // A refusal is an answer too: the retry gets it again, even once the listing would now
+    // accept the command, and nothing is appended.
+    let close = || {
+        app.client
+            .post(app.url(&format!("/api/v1/listings/{key}/status")))
+            .header("idempotency-key", "close-1")
+            .json(&json!({"StandardStatus": "Closed", "ClosePrice": 390000, "CloseDate": chrono::Utc::now().date_naive()}))
+    };
+    let refused = app.send(close()).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let pending = app
+        .post(
+            &format!("/api/v1/listings/{key}/status"),
+            &json!({"StandardStatus": "Pending"}),
+        )
+        .await;
+    assert_eq!(pending.status, 200, "{}", pending.body);
+    let retried = app.send(close()).await;
+    assert_eq!((retried.status, &retried.body), (422, &refused.body));
+    assert_eq!(
+        retried.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        event_count(&db).await,
+        3,
+        "created, price, pending: the retry appended nothing"
+    );
     app.stop().await;
 }
 
