@@ -6,22 +6,27 @@ WORKDIR /src
 # Dependencies first, in their own layer: a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 COPY events/Cargo.toml events/
+COPY projections/Cargo.toml projections/
 COPY services/listing/Cargo.toml services/listing/
 COPY services/store/Cargo.toml services/store/
 COPY services/platform/Cargo.toml services/platform/
 COPY services/command-api/Cargo.toml services/command-api/
+COPY services/query-api/Cargo.toml services/query-api/
 COPY services/relay/Cargo.toml services/relay/
+COPY services/loadgen/Cargo.toml services/loadgen/
 COPY services/kubeestatehub/Cargo.toml services/kubeestatehub/
-RUN for d in events services/listing services/store services/platform services/command-api services/relay services/kubeestatehub; do \
+# Stub sources: every workspace member must exist for cargo to resolve the workspace.
+RUN for d in events projections services/listing services/store services/platform services/command-api \
+             services/query-api services/relay services/kubeestatehub; do \
       mkdir -p "$d/src" && echo '' > "$d/src/lib.rs"; \
     done \
  && echo 'fn main() {}' > services/kubeestatehub/src/main.rs \
- && mkdir -p services/store/migrations \
+ && mkdir -p services/loadgen/src && echo 'fn main() {}' > services/loadgen/src/main.rs \
  && cargo build --release --locked --bin kubeestatehub \
- && rm -rf events/src services/*/src
+ && rm -rf events/src projections/src services/*/src
 COPY . .
 # Touch the sources so cargo rebuilds them over the dependency-only stubs.
-RUN find events services -name '*.rs' -exec touch {} + \
+RUN find events projections services -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --bin kubeestatehub \
  && cp target/release/kubeestatehub /kubeestatehub
 
