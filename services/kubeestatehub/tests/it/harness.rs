@@ -23,6 +23,20 @@ use uuid::Uuid;
 /// Generous bound for eventual effects (correctness, not speed).
 pub(crate) const EVENTUALLY: Duration = Duration::from_secs(20);
 
+/// Polls `check` every 100 ms until it holds; fails the test saying `what` after
+/// [`EVENTUALLY`].
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn admin_url() -> String {
     if let Ok(url) = std::env::var("KEH_TEST_DATABASE_URL") {
         return url;

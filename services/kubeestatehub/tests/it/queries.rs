@@ -491,14 +491,10 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
             .expect("publish");
         ack.await.expect("ack");
     }
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    while projector.metric("keh_projector_duplicates_total").await < duplicates_before + 30.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "duplicates not consumed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("duplicates not consumed", || async {
+        projector.metric("keh_projector_duplicates_total").await >= duplicates_before + 30.0
+    })
+    .await;
     assert_eq!(
         checksum(&db).await,
         live,
@@ -617,21 +613,11 @@ async fn projector_replicas_share_partitions_and_take_over_from_each_other() {
         },
     )
     .await;
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    loop {
-        let owned = (
-            a.metric("keh_projector_partitions_owned").await,
-            b.metric("keh_projector_partitions_owned").await,
-        );
-        if owned == (2.0, 2.0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "partitions not shared: {owned:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("partitions not shared two and two", || async {
+        a.metric("keh_projector_partitions_owned").await == 2.0
+            && b.metric("keh_projector_partitions_owned").await == 2.0
+    })
+    .await;
     let keys: Vec<String> =
         join_all((1..13).map(|i| api.create_listing(listing(i, "Springfield")))).await;
     for key in &keys {
@@ -645,14 +631,10 @@ async fn projector_replicas_share_partitions_and_take_over_from_each_other() {
 
     // One replica leaves: the other takes every partition and carries on.
     a.stop().await;
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    while b.metric("keh_projector_partitions_owned").await < 4.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "partitions not taken over"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("partitions not taken over", || async {
+        b.metric("keh_projector_partitions_owned").await == 4.0
+    })
+    .await;
     let more: Vec<String> =
         join_all((13..21).map(|i| api.create_listing(listing(i, "Springfield")))).await;
     for key in &more {

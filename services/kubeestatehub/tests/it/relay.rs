@@ -268,19 +268,14 @@ async fn readiness_follows_the_dependencies_each_role_needs() {
     assert_eq!(relay_ready.status, 503, "the relay is ready only with NATS");
     assert_eq!(relay_ready.header("content-type"), Some("application/json"));
     nats.resume().await;
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    while relay
-        .send(relay.client.get(relay.url("/api/v1/health/ready")))
-        .await
-        .status
-        != 200
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("relay never became ready", || async {
+        relay
+            .send(relay.client.get(relay.url("/api/v1/health/ready")))
+            .await
+            .status
+            == 200
+    })
+    .await;
     let live = all
         .send(all.client.get(all.url("/api/v1/health/live")))
         .await;
