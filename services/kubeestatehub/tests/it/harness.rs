@@ -151,6 +151,7 @@ pub(crate) struct TestApp {
 impl TestApp {
     pub(crate) async fn spawn(settings: Settings, roles: Roles) -> Self {
         keh_platform::telemetry::init(settings.log_format, &settings.log);
+        remove_old_test_streams().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
@@ -293,8 +294,44 @@ impl Reply {
 }
 
 /// Unique id for stream and subject names.
+/// Starts with the minute it was made (hex), so that streams left by crashed or earlier
+/// runs can be recognised as old and removed.
 pub(crate) fn unique_id() -> String {
-    Uuid::new_v4().simple().to_string()[..12].to_uppercase()
+    let random = &Uuid::new_v4().simple().to_string()[..8];
+    format!("{:08X}{}", minutes_now(), random.to_uppercase())
+}
+
+fn minutes_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+/// Once per test run: deletes test streams (`KEH_T_…`) made more than an hour ago, so the
+/// shared NATS server does not fill up with the streams of tests that did not clean up.
+async fn remove_old_test_streams() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let Ok(client) = async_nats::connect(nats_url()).await else {
+            return;
+        };
+        let jetstream = async_nats::jetstream::new(client);
+        let names: Vec<String> = jetstream
+            .stream_names()
+            .filter_map(|n| async move { n.ok() })
+            .collect()
+            .await;
+        for name in names {
+            let made = name
+                .strip_prefix("KEH_T_")
+                .and_then(|id| id.get(..8))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            if made.is_some_and(|minute| minutes_now().saturating_sub(minute) > 60) {
+                let _ = jetstream.delete_stream(&name).await;
+            }
+        }
+    })
+    .await;
 }
 
 /// A message of the stream, as a subscriber sees it.
