@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, patch, post, put};
 use axum::{Json, Router};
@@ -176,47 +176,42 @@ async fn keyed<T: dto::CommandBody>(
 async fn remove_media(
     State(api): State<CommandApi>,
     Path((key, media_key)): Path<(String, String)>,
+    uri: Uri,
     ctx: CommandContext,
 ) -> Result<Response, Problem> {
-    let path = format!("/api/v1/listings/{key}/media/{media_key}");
-    let key = path_key(&key, "ListingKey")?;
     let media_key = path_key(&media_key, "MediaKey")?;
     let command = ListingCommand::RemoveMedia(RemoveMedia {
         media_key,
         at: Utc::now(),
     });
-    submit(
-        &api,
-        &key,
-        command,
-        ctx.with_digest(digest_of_line("DELETE", &path)),
-        None,
-        StatusCode::OK,
-    )
-    .await
+    bodiless(&api, &key, &uri, command, ctx).await
 }
 
 async fn cancel_open_house(
     State(api): State<CommandApi>,
     Path((key, open_house_key)): Path<(String, String)>,
+    uri: Uri,
     ctx: CommandContext,
 ) -> Result<Response, Problem> {
-    let path = format!("/api/v1/listings/{key}/open-houses/{open_house_key}");
-    let key = path_key(&key, "ListingKey")?;
     let open_house_key = path_key(&open_house_key, "OpenHouseKey")?;
     let command = ListingCommand::CancelOpenHouse(CancelOpenHouse {
         open_house_key,
         at: Utc::now(),
     });
-    submit(
-        &api,
-        &key,
-        command,
-        ctx.with_digest(digest_of_line("DELETE", &path)),
-        None,
-        StatusCode::OK,
-    )
-    .await
+    bodiless(&api, &key, &uri, command, ctx).await
+}
+
+/// A `DELETE` on a sub-resource: no body, so the request line alone is its fingerprint.
+async fn bodiless(
+    api: &CommandApi,
+    key: &str,
+    uri: &Uri,
+    command: ListingCommand,
+    ctx: CommandContext,
+) -> Result<Response, Problem> {
+    let key = path_key(key, "ListingKey")?;
+    let ctx = ctx.with_digest(digest_of_line("DELETE", uri.path()));
+    submit(api, &key, command, ctx, None, StatusCode::OK).await
 }
 
 /// The one path every command takes: idempotent replay, `ListingId` reservation check,

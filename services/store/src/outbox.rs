@@ -146,12 +146,15 @@ pub async fn cursor_of(
             .bind(event_id)
             .fetch_optional(executor)
             .await?;
-    Ok(row.and_then(|(tx, position)| {
-        Some(Cursor {
-            tx_id: tx.parse().ok()?,
-            global_position: position,
-        })
-    }))
+    Ok(row.and_then(cursor_from_row))
+}
+
+/// A cursor from `(tx_id::text, global_position)`.
+fn cursor_from_row((tx, position): (String, i64)) -> Option<Cursor> {
+    Some(Cursor {
+        tx_id: tx.parse().ok()?,
+        global_position: position,
+    })
 }
 
 /// Events not yet published after `after`, and the recorded time of the oldest.
@@ -202,12 +205,7 @@ pub async fn load_checkpoint(
     .bind(stream)
     .fetch_optional(executor)
     .await?;
-    Ok(row.and_then(|(tx, position)| {
-        Some(Cursor {
-            tx_id: tx.parse().ok()?,
-            global_position: position,
-        })
-    }))
+    Ok(row.and_then(cursor_from_row))
 }
 
 /// The committed events of one listing with `sequence > after`, optionally only up to
