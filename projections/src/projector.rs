@@ -1,4 +1,6 @@
-//! The projector role: JetStream → read model.
+//! The consumer machinery of the projector (JetStream → read model) and of every other
+//! role that folds the stream into tables (the analytics worker): an [`Applier`] says what a
+//! batch does, [`Projector`] does the rest.
 //!
 //! One durable pull consumer per partition (`{group}-p{N}`, filter
 //! `{prefix}.listing.{N}.>`), so a listing's events are consumed in order by exactly one
@@ -10,6 +12,8 @@
 //! visible, counted, and not blocking anything else.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
@@ -23,7 +27,37 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::apply::{self, Fact, Schema};
+use crate::apply::{self, Applied, ApplyError, Fact, Schema};
+
+/// What a consumer group does with a batch of events, inside the transaction the consumer
+/// commits before acknowledging them. It must be idempotent and order-aware per listing
+/// (skip what it has applied, repair gaps from the event store): messages are redelivered.
+pub trait Applier: Send + Sync + 'static {
+    fn apply<'a>(
+        &'a self,
+        connection: &'a mut PgConnection,
+        facts: Vec<Fact>,
+    ) -> impl Future<Output = Result<Applied, ApplyError>> + Send + 'a;
+}
+
+/// The read model's applier: holds the rebuild's swap lock shared, so no batch straddles a
+/// swap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadModel;
+
+impl Applier for ReadModel {
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        facts: Vec<Fact>,
+    ) -> Result<Applied, ApplyError> {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(SWAP_LOCK)
+            .execute(&mut *connection)
+            .await?;
+        apply::apply(connection, &Schema::live(), facts).await
+    }
+}
 
 /// Deliveries of a message that can never apply before it is parked.
 const MAX_ATTEMPTS: i64 = 3;
@@ -61,7 +95,8 @@ impl Default for ProjectorSettings {
     }
 }
 
-/// The projector's metrics.
+/// A consumer group's metrics, named `keh_{prefix}_…` (the lag histogram is named by the
+/// caller, as it is the figure operators alert on).
 #[derive(Clone)]
 pub struct ProjectorMetrics {
     pub applied: IntCounter,
@@ -74,32 +109,36 @@ pub struct ProjectorMetrics {
 }
 
 impl ProjectorMetrics {
-    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    fn register(
+        registry: &Registry,
+        prefix: &str,
+        lag_name: &str,
+    ) -> Result<Self, prometheus::Error> {
         let metrics = Self {
             applied: IntCounter::new(
-                "keh_projector_applied_total",
-                "Events applied to the read model",
+                format!("keh_{prefix}_applied_total"),
+                format!("Events applied by the {prefix}"),
             )?,
             duplicates: IntCounter::new(
-                "keh_projector_duplicates_total",
+                format!("keh_{prefix}_duplicates_total"),
                 "Redelivered or duplicate events skipped",
             )?,
             repaired: IntCounter::new(
-                "keh_projector_gap_repairs_total",
+                format!("keh_{prefix}_gap_repairs_total"),
                 "Missing events read from the event store",
             )?,
             parked: IntCounter::new(
-                "keh_projector_parked_total",
+                format!("keh_{prefix}_parked_total"),
                 "Messages parked as unprocessable",
             )?,
             partitions_owned: IntGauge::new(
-                "keh_projector_partitions_owned",
+                format!("keh_{prefix}_partitions_owned"),
                 "Partitions this replica consumes",
             )?,
             lag: Histogram::with_opts(
                 HistogramOpts::new(
-                    "keh_projection_lag_seconds",
-                    "Event recorded → applied to the read model",
+                    lag_name,
+                    format!("Event recorded → applied by the {prefix}"),
                 )
                 .buckets(vec![
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
@@ -116,8 +155,9 @@ impl ProjectorMetrics {
     }
 }
 
-/// A projector replica.
-pub struct Projector {
+/// A replica of a consumer group (the projector's, or another [`Applier`]'s).
+pub struct Projector<A: Applier = ReadModel> {
+    applier: Arc<A>,
     settings: ProjectorSettings,
     layout: SubjectLayout,
     database: PgConnectOptions,
@@ -142,7 +182,9 @@ impl Drop for Worker {
     }
 }
 
-impl Projector {
+impl Projector<ReadModel> {
+    /// The projector role: the read model, metrics `keh_projector_*` and
+    /// `keh_projection_lag_seconds`.
     pub fn new(
         settings: ProjectorSettings,
         database: PgConnectOptions,
@@ -150,9 +192,34 @@ impl Projector {
         nats: async_nats::Client,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
+        Self::with_applier(
+            ReadModel,
+            ("projector", "keh_projection_lag_seconds"),
+            settings,
+            database,
+            pool,
+            nats,
+            registry,
+        )
+    }
+}
+
+impl<A: Applier> Projector<A> {
+    /// A consumer group applying with `applier`; `names` are the metric prefix and the lag
+    /// histogram's name.
+    pub fn with_applier(
+        applier: A,
+        names: (&str, &str),
+        settings: ProjectorSettings,
+        database: PgConnectOptions,
+        pool: PgPool,
+        nats: async_nats::Client,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
         Ok(Self {
+            applier: Arc::new(applier),
             layout: SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions),
-            metrics: ProjectorMetrics::register(registry)?,
+            metrics: ProjectorMetrics::register(registry, names.0, names.1)?,
             settings,
             database,
             pool,
@@ -167,7 +234,7 @@ impl Projector {
         let mut locks: Option<PgConnection> = None;
         loop {
             if let Err(error) = self.rebalance(&mut locks, &mut workers).await {
-                tracing::warn!(%error, "projector lost its coordination session; releasing partitions");
+                tracing::warn!(group = %self.settings.group, %error, "consumer lost its coordination session; releasing partitions");
                 stop_all(&mut workers).await;
                 locks = None;
             }
@@ -288,6 +355,7 @@ impl Projector {
     fn spawn_worker(&self, partition: u32) -> Worker {
         let token = CancellationToken::new();
         let context = PartitionWorker {
+            applier: Arc::clone(&self.applier),
             partition,
             name: format!("{}-p{partition}", self.settings.group),
             filter: self.layout.partition_filter(partition),
@@ -320,7 +388,8 @@ async fn stop_all(workers: &mut HashMap<u32, Worker>) {
     }
 }
 
-struct PartitionWorker {
+struct PartitionWorker<A> {
+    applier: Arc<A>,
     partition: u32,
     name: String,
     filter: String,
@@ -332,7 +401,7 @@ struct PartitionWorker {
     metrics: ProjectorMetrics,
 }
 
-impl PartitionWorker {
+impl<A: Applier> PartitionWorker<A> {
     async fn run(self, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -473,11 +542,7 @@ impl PartitionWorker {
     async fn apply_committed(&self, facts: Vec<Fact>) -> Result<(), apply::ApplyError> {
         let oldest = facts.iter().map(|f| f.recorded_at).min();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(SWAP_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let applied = apply::apply(&mut tx, &Schema::live(), facts).await?;
+        let applied = self.applier.apply(&mut tx, facts).await?;
         tx.commit().await?;
         self.metrics.applied.inc_by(applied.applied);
         self.metrics.duplicates.inc_by(applied.duplicates);

@@ -36,7 +36,10 @@ pub enum Command {
     Relay,
     /// The projector (JetStream → read model; serves health and metrics).
     Projector,
-    /// Read-model maintenance.
+    /// The analytics worker (JetStream → market facts → market metrics per area, property
+    /// type and period; builds market reports; serves health and metrics).
+    Analytics,
+    /// Read-model and analytics maintenance.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
     /// Import listings from a RESO-named CSV (with a header) or JSON-lines file through the
@@ -75,8 +78,21 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum ProjectionsCommand {
     /// Replay the event store into fresh read-model tables and swap them in atomically
-    /// (the query API keeps serving the old ones until the swap).
-    Rebuild,
+    /// (the query API keeps serving the old ones until the swap); then rebuild the market
+    /// analytics (facts, series, metrics; report jobs are kept) in one transaction.
+    Rebuild {
+        /// What to rebuild.
+        #[arg(long, value_enum, default_value = "all")]
+        target: RebuildTarget,
+    },
+}
+
+/// What `projections rebuild` rebuilds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebuildTarget {
+    All,
+    ReadModel,
+    Analytics,
 }
 
 /// A PostgreSQL URL whose password never appears in logs or `Debug` output.
@@ -282,6 +298,35 @@ pub struct Settings {
         default_value_t = 2_000
     )]
     pub projector_heartbeat_ms: u64,
+
+    /// Events the analytics worker folds into market facts per transaction.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_ANALYTICS_BATCH",
+        default_value_t = 500
+    )]
+    pub analytics_batch: usize,
+
+    /// How often the analytics worker looks for series to recompute and report jobs to
+    /// build when idle, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_ANALYTICS_TICK_MS",
+        default_value_t = 500
+    )]
+    pub analytics_tick_ms: u64,
+
+    /// How long a market report job stays reserved by the worker building it, in
+    /// milliseconds; a job whose worker died is taken over after that.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_REPORT_LEASE_MS",
+        default_value_t = 60_000
+    )]
+    pub report_lease_ms: u64,
 }
 
 impl Settings {
@@ -310,6 +355,24 @@ impl Settings {
             ack_wait: Duration::from_millis(self.projector_ack_wait_ms.max(100)),
             heartbeat: Duration::from_millis(self.projector_heartbeat_ms.max(50)),
             ..keh_projections::projector::ProjectorSettings::default()
+        }
+    }
+
+    /// The analytics consumer group's settings (same partitions and stream as the projector,
+    /// its own durable consumers `analytics-p{N}`).
+    pub fn analytics(&self) -> keh_projections::projector::ProjectorSettings {
+        keh_projections::projector::ProjectorSettings {
+            group: "analytics".to_owned(),
+            batch_size: self.analytics_batch.max(1),
+            ..self.projector()
+        }
+    }
+
+    pub fn analytics_worker(&self) -> keh_analytics::worker::WorkerSettings {
+        keh_analytics::worker::WorkerSettings {
+            tick: Duration::from_millis(self.analytics_tick_ms.max(10)),
+            report_lease: Duration::from_millis(self.report_lease_ms.max(100)),
+            ..keh_analytics::worker::WorkerSettings::default()
         }
     }
 

@@ -21,7 +21,7 @@ pub mod cli;
 pub mod import;
 pub mod seed;
 
-use cli::{Cli, Command, ProjectionsCommand, Settings};
+use cli::{Cli, Command, ProjectionsCommand, RebuildTarget, Settings};
 
 /// The roles a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub struct Roles {
     pub query_api: bool,
     pub relay: bool,
     pub projector: bool,
+    pub analytics: bool,
 }
 
 impl Roles {
@@ -38,12 +39,14 @@ impl Roles {
         query_api: true,
         relay: true,
         projector: true,
+        analytics: true,
     };
     pub const NONE: Self = Self {
         command_api: false,
         query_api: false,
         relay: false,
         projector: false,
+        analytics: false,
     };
 
     fn name(self) -> &'static str {
@@ -56,7 +59,10 @@ impl Roles {
                 query_api: true, ..
             } => "query-api",
             Self { relay: true, .. } => "relay",
-            _ => "projector",
+            Self {
+                projector: true, ..
+            } => "projector",
+            _ => "analytics",
         }
     }
 
@@ -84,7 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
-        Command::Projections(ProjectionsCommand::Rebuild) => return rebuild(&settings).await,
+        Command::Projections(ProjectionsCommand::Rebuild { target }) => {
+            return rebuild(&settings, target).await;
+        }
         Command::Import { file } => return import_file(&settings, &file).await,
         Command::Seed {
             listings,
@@ -127,6 +135,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             projector: true,
             ..Roles::NONE
         },
+        Command::Analytics => Roles {
+            analytics: true,
+            ..Roles::NONE
+        },
     };
     let listener = TcpListener::bind(settings.http_addr)
         .await
@@ -140,44 +152,84 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     .await
 }
 
-/// `kubeestatehub projections rebuild`, with a progress bar.
-async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
+/// A progress bar for `what`, counted in `unit`.
+fn progress_bar(what: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn per_second(count: u64, seconds: f64) -> f64 {
+    f64::from(u32::try_from(count).unwrap_or(u32::MAX)) / seconds.max(0.001)
+}
+
+/// `kubeestatehub projections rebuild`, with progress bars.
+async fn rebuild(settings: &Settings, target: RebuildTarget) -> anyhow::Result<()> {
     let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("rebuild"))?;
     if settings.migrate {
         keh_store::migrate(&pool)
             .await
             .context("applying migrations")?;
     }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} rebuilding read models [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let started = std::time::Instant::now();
-    let rebuilt = keh_projections::rebuild::rebuild(&pool, |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .await
-    .context("rebuilding read models")?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    tracing::info!(
-        events = rebuilt.events,
-        listings = rebuilt.listings,
-        seconds,
-        "read models rebuilt and swapped in"
-    );
-    println!(
-        "rebuilt {} listings from {} events in {seconds:.1} s ({:.0} events/s)",
-        rebuilt.listings,
-        rebuilt.events,
-        f64::from(u32::try_from(rebuilt.events).unwrap_or(u32::MAX)) / seconds.max(0.001)
-    );
+    if matches!(target, RebuildTarget::All | RebuildTarget::ReadModel) {
+        let bar = progress_bar("rebuilding read models", "events");
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let rebuilt = keh_projections::rebuild::rebuild(&pool, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await
+        .context("rebuilding read models")?;
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            events = rebuilt.events,
+            listings = rebuilt.listings,
+            seconds,
+            "read models rebuilt and swapped in"
+        );
+        println!(
+            "rebuilt {} listings from {} events in {seconds:.1} s ({:.0} events/s)",
+            rebuilt.listings,
+            rebuilt.events,
+            per_second(rebuilt.events, seconds)
+        );
+    }
+    if matches!(target, RebuildTarget::All | RebuildTarget::Analytics) {
+        let bar = progress_bar("rebuilding market analytics", "events");
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let rebuilt =
+            keh_analytics::store::rebuild(&pool, chrono::Utc::now().date_naive(), |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await
+            .context("rebuilding market analytics")?;
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            events = rebuilt.events,
+            listings = rebuilt.listings,
+            series = rebuilt.series,
+            seconds,
+            "market analytics rebuilt"
+        );
+        println!(
+            "rebuilt market facts of {} listings and {} series from {} events in {seconds:.1} s ({:.0} events/s)",
+            rebuilt.listings,
+            rebuilt.series,
+            rebuilt.events,
+            per_second(rebuilt.events, seconds)
+        );
+    }
     Ok(())
 }
 
@@ -314,7 +366,7 @@ pub async fn start(
         .parse()
         .context("parsing DATABASE_URL")?;
     let reconnected = Arc::new(AtomicBool::new(false));
-    let nats = if roles.relay || roles.projector || roles.query_api {
+    let nats = if roles.relay || roles.projector || roles.analytics || roles.query_api {
         Some(
             keh_relay::connect_nats(
                 &settings.nats_url,
@@ -369,6 +421,32 @@ pub async fn start(
         let token = shutdown.clone();
         tasks.spawn(async move {
             projector.run(token).await;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    if let (true, Some(nats)) = (roles.analytics, nats.clone()) {
+        let consumer = Projector::with_applier(
+            keh_analytics::store::MarketApplier,
+            ("analytics", "keh_analytics_lag_seconds"),
+            settings.analytics(),
+            database.clone(),
+            pool.clone(),
+            nats,
+            &registry,
+        )?;
+        let worker = keh_analytics::worker::AnalyticsWorker::new(
+            pool.clone(),
+            settings.analytics_worker(),
+            &registry,
+        )?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            consumer.run(token).await;
+            Ok::<(), anyhow::Error>(())
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            worker.run(token).await;
             Ok::<(), anyhow::Error>(())
         });
     }

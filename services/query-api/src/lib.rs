@@ -2,7 +2,10 @@
 //! maintains (`read_model` schema), time travel rebuilt from the event store, and a live
 //! feed of listing events (Server-Sent Events from the JetStream stream).
 //!
-//! **Architecture invariant:** the query API writes nothing; private fields
+//! It also serves the market figures the analytics worker computed, and queues market
+//! report jobs for it.
+//!
+//! **Architecture invariant:** the query API writes nothing but report requests; private fields
 //! (`keh_events::listing::PRIVATE_FIELDS`) are stored in the read model and removed here.
 
 use std::convert::Infallible;
@@ -28,6 +31,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::{PgPool, QueryBuilder, Row};
 
+mod market;
 pub mod params;
 
 use params::{Params, invalid};
@@ -68,6 +72,7 @@ impl QueryApi {
             .route("/api/v1/listings/{key}/history", get(history))
             .route("/api/v1/listing-events", get(live_feed))
             .route("/api/v1/open-houses", get(open_houses))
+            .merge(market::routes())
             .with_state(self)
     }
 

@@ -136,6 +136,9 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         projector_batch: 100,
         projector_ack_wait_ms: 2_000,
         projector_heartbeat_ms: 300,
+        analytics_batch: 100,
+        analytics_tick_ms: 100,
+        report_lease_ms: 2_000,
     }
 }
 

@@ -9,6 +9,7 @@ mod bad_input;
 mod commands;
 mod harness;
 mod import;
+mod market;
 mod queries;
 mod relay;
 mod seed;

@@ -431,6 +431,7 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
             query_api: true,
             relay: true,
             projector: false,
+            analytics: false,
         },
     )
     .await;
@@ -566,15 +567,21 @@ async fn a_poison_message_is_parked_and_blocks_nothing_else() {
         wait_projected(&app, key, 1).await;
     }
     let pool = db.pool().await;
-    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
-        .fetch_one(&pool)
-        .await
-        .expect("parked");
+    let parked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE consumer LIKE 'projector-p%'")
+            .fetch_one(&pool)
+            .await
+            .expect("parked");
     assert_eq!(parked, i64::from(app.settings.partitions));
     assert_eq!(
         app.metric("keh_projector_parked_total").await,
         f64::from(app.settings.partitions)
     );
+    // The analytics consumer group parks them too, on its own.
+    eventually("the analytics worker parks the poison messages", || async {
+        app.metric("keh_analytics_parked_total").await == f64::from(app.settings.partitions)
+    })
+    .await;
     pool.close().await;
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
@@ -592,6 +599,7 @@ async fn projector_replicas_share_partitions_and_take_over_from_each_other() {
             query_api: true,
             relay: true,
             projector: false,
+            analytics: false,
         },
     )
     .await;

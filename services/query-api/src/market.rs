@@ -1,0 +1,436 @@
+//! Market endpoints: the series, summaries and area lists the analytics worker computed,
+//! and market report jobs (the query API queues them; an analytics worker builds them).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{Days, NaiveDate, Utc};
+use keh_analytics::compute::Grain;
+use keh_analytics::facts::{ALL_TYPES, AreaKind, MARKET};
+use keh_analytics::reports::{self, ReportRequest};
+use keh_analytics::store::{self, SeriesKey};
+use keh_events::reso::PropertyType;
+use keh_platform::json::ApiJson;
+use keh_platform::{FieldError, Problem};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::params::{Params, invalid};
+use crate::{QueryApi, database_problem};
+
+/// The longest range a series or report may cover.
+const MAX_RANGE_DAYS: u64 = 366 * 20;
+
+pub(crate) fn routes() -> Router<QueryApi> {
+    Router::new()
+        .route("/api/v1/market/areas", get(areas))
+        .route("/api/v1/market/series", get(series))
+        .route("/api/v1/market/summary", get(summary))
+        .route("/api/v1/market/reports", post(request_report))
+        .route("/api/v1/market/reports/{id}", get(report_status))
+        .route("/api/v1/market/reports/{id}/report.csv", get(report_csv))
+        .route("/api/v1/market/reports/{id}/report.json", get(report_json))
+}
+
+/// A field that is not acceptable: its name, rule and message.
+type Refusal = (&'static str, &'static str, String);
+
+const KINDS: &str = "market, city, postal-code or subdivision";
+
+fn parse_kind(value: Option<&str>) -> Result<AreaKind, Refusal> {
+    match value {
+        None => Ok(AreaKind::Market),
+        Some(v) => AreaKind::parse(v.trim())
+            .ok_or_else(|| ("kind", "invalid-value", format!("must be {KINDS}"))),
+    }
+}
+
+/// The series a request names: an area of a kind (`market` needs none) and a RESO property
+/// type (human or compact spelling) or `All`.
+fn parse_series(
+    kind: Option<&str>,
+    area: Option<&str>,
+    property_type: Option<&str>,
+) -> Result<SeriesKey, Refusal> {
+    let kind = parse_kind(kind)?;
+    let area = match (kind, area.map(str::trim)) {
+        (AreaKind::Market, None) => MARKET.to_owned(),
+        (AreaKind::Market, Some(v)) if v == MARKET => MARKET.to_owned(),
+        (AreaKind::Market, Some(_)) => {
+            return Err((
+                "area",
+                "invalid-value",
+                format!("must be {MARKET} (or absent) for the whole market"),
+            ));
+        }
+        (_, None) => {
+            return Err((
+                "area",
+                "required",
+                format!("is required for area kind {}", kind.as_str()),
+            ));
+        }
+        (_, Some(v)) if v.is_empty() || v.chars().count() > 255 => {
+            return Err((
+                "area",
+                "invalid-value",
+                "must be 1 to 255 characters".to_owned(),
+            ));
+        }
+        (_, Some(v)) => v.to_owned(),
+    };
+    let property_type = match property_type.map(str::trim) {
+        None => ALL_TYPES.to_owned(),
+        Some(v) if v == ALL_TYPES => ALL_TYPES.to_owned(),
+        Some(v) => v
+            .parse::<PropertyType>()
+            .map_err(|_| {
+                (
+                    "property_type",
+                    "invalid-value",
+                    format!("must be a RESO PropertyType or {ALL_TYPES}"),
+                )
+            })?
+            .as_str()
+            .to_owned(),
+    };
+    Ok(SeriesKey {
+        kind,
+        area,
+        property_type,
+    })
+}
+
+fn parse_grain(value: Option<&str>) -> Result<Grain, Refusal> {
+    match value {
+        None => Ok(Grain::Month),
+        Some(v) => Grain::parse(v.trim()).ok_or_else(|| {
+            (
+                "period",
+                "invalid-value",
+                "must be week or month".to_owned(),
+            )
+        }),
+    }
+}
+
+fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), Refusal> {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(("from", "out-of-range", "must not be after to".to_owned()));
+        }
+        if from
+            .checked_add_days(Days::new(MAX_RANGE_DAYS))
+            .is_some_and(|limit| to > limit)
+        {
+            return Err((
+                "to",
+                "out-of-range",
+                "the range must not exceed 20 years".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A refused query parameter (`area_kind` and `property_type` keep their query names).
+fn query_problem((field, rule, message): Refusal) -> Problem {
+    let name = match field {
+        "kind" => "area_kind",
+        other => other,
+    };
+    invalid(name, rule, &message)
+}
+
+fn date_param(params: &Params, name: &str) -> Result<Option<NaiveDate>, Problem> {
+    params.parsed(name, "a date such as 2026-01-31")
+}
+
+fn unknown_series(key: &SeriesKey) -> Problem {
+    Problem::not_found(format!(
+        "no market data for {} {} and property type {}",
+        key.kind.as_str(),
+        key.area,
+        key.property_type
+    ))
+    .with_field(
+        "area",
+        "not-found",
+        "no listing counts in this area and property type",
+    )
+}
+
+/// `GET /api/v1/market/areas[?area_kind=…][&property_type=…]`: every area with data.
+async fn areas(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+    params.only(&["area_kind", "property_type"])?;
+    let kind = params
+        .text("area_kind")?
+        .map(|k| parse_kind(Some(k)).map_err(query_problem))
+        .transpose()?;
+    let property_type = params
+        .text("property_type")?
+        .map(|t| {
+            parse_series(None, None, Some(t))
+                .map(|key| key.property_type)
+                .map_err(query_problem)
+        })
+        .transpose()?;
+    let items = store::series_list(&api.pool, kind, property_type.as_deref())
+        .await
+        .map_err(|e| database_problem(&e))?;
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+/// `GET /api/v1/market/series?area_kind=…&area=…&property_type=…&period=week|month&from=…&to=…`.
+async fn series(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+    params.only(&["area_kind", "area", "property_type", "period", "from", "to"])?;
+    let key = parse_series(
+        params.text("area_kind")?,
+        params.text("area")?,
+        params.text("property_type")?,
+    )
+    .map_err(query_problem)?;
+    let grain = parse_grain(params.text("period")?).map_err(query_problem)?;
+    let from = date_param(&params, "from")?;
+    let to = date_param(&params, "to")?;
+    check_range(from, to).map_err(query_problem)?;
+    if !store::series_exists(&api.pool, &key)
+        .await
+        .map_err(|e| database_problem(&e))?
+    {
+        return Err(unknown_series(&key));
+    }
+    let items = store::series_rows(&api.pool, &key, grain, from.map(|d| grain.start_of(d)), to)
+        .await
+        .map_err(|e| database_problem(&e))?;
+    Ok(Json(json!({
+        "AreaKind": key.kind.as_str(),
+        "Area": key.area,
+        "PropertyType": key.property_type,
+        "Period": grain.as_str(),
+        "items": items,
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/market/summary?area_kind=…&area=…&property_type=…`: the current month and
+/// week (as of today) next to the previous complete month and week.
+async fn summary(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+    params.only(&["area_kind", "area", "property_type"])?;
+    let key = parse_series(
+        params.text("area_kind")?,
+        params.text("area")?,
+        params.text("property_type")?,
+    )
+    .map_err(query_problem)?;
+    if !store::series_exists(&api.pool, &key)
+        .await
+        .map_err(|e| database_problem(&e))?
+    {
+        return Err(unknown_series(&key));
+    }
+    let today = Utc::now().date_naive();
+    let mut body = json!({
+        "AreaKind": key.kind.as_str(),
+        "Area": key.area,
+        "PropertyType": key.property_type,
+    });
+    for (grain, current, previous) in [
+        (Grain::Month, "CurrentMonth", "PreviousMonth"),
+        (Grain::Week, "CurrentWeek", "PreviousWeek"),
+    ] {
+        let start = grain.start_of(today);
+        let before = grain.start_of(start.pred_opt().unwrap_or(start));
+        let rows = store::series_rows(&api.pool, &key, grain, Some(before), Some(start))
+            .await
+            .map_err(|e| database_problem(&e))?;
+        let pick = |s: NaiveDate| {
+            rows.iter()
+                .find(|r| r.period_start == s)
+                .map_or(serde_json::Value::Null, |r| json!(r))
+        };
+        body[current] = pick(start);
+        body[previous] = pick(before);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The body of `POST /api/v1/market/reports`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ReportBody {
+    area_kind: Option<String>,
+    area: Option<String>,
+    property_type: Option<String>,
+    period: Option<String>,
+    from: NaiveDate,
+    to: NaiveDate,
+}
+
+/// A refused body field (`kind` → `AreaKind`, and so on).
+fn body_problem((field, rule, message): Refusal) -> Problem {
+    let name = match field {
+        "kind" => "AreaKind",
+        "area" => "Area",
+        "property_type" => "PropertyType",
+        "period" => "Period",
+        "from" => "From",
+        _ => "To",
+    };
+    Problem::validation(vec![FieldError {
+        field: name.to_owned(),
+        rule: rule.to_owned(),
+        message,
+    }])
+}
+
+fn report_location(id: Uuid) -> String {
+    format!("/api/v1/market/reports/{id}")
+}
+
+/// `POST /api/v1/market/reports`: 202 with the queued job and its `Location`.
+async fn request_report(
+    State(api): State<QueryApi>,
+    ApiJson(body): ApiJson<ReportBody>,
+) -> Result<Response, Problem> {
+    let series = parse_series(
+        body.area_kind.as_deref(),
+        body.area.as_deref(),
+        body.property_type.as_deref(),
+    )
+    .map_err(body_problem)?;
+    let grain = parse_grain(body.period.as_deref()).map_err(body_problem)?;
+    check_range(Some(body.from), Some(body.to)).map_err(body_problem)?;
+    if !store::series_exists(&api.pool, &series)
+        .await
+        .map_err(|e| database_problem(&e))?
+    {
+        return Err(Problem::validation(vec![FieldError {
+            field: "Area".to_owned(),
+            rule: "not-found".to_owned(),
+            message: unknown_series(&series).detail,
+        }]));
+    }
+    let job = reports::request(
+        &api.pool,
+        &ReportRequest {
+            series,
+            grain,
+            from: body.from,
+            to: body.to,
+            requested_by: "anonymous".to_owned(),
+        },
+    )
+    .await
+    .map_err(|e| database_problem(&e))?;
+    let mut response = (StatusCode::ACCEPTED, Json(job_body(&job))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&report_location(job.report_id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn job_body(job: &reports::ReportJob) -> serde_json::Value {
+    let mut body = json!(job);
+    if job.status == "done" {
+        let base = report_location(job.report_id);
+        body["Downloads"] = json!({
+            "csv": format!("{base}/report.csv"),
+            "json": format!("{base}/report.json"),
+        });
+    }
+    body
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| {
+        Problem::bad_request("invalid-path-parameter", "the report id must be a UUID").with_field(
+            "ReportId",
+            "invalid-value",
+            "must be a UUID",
+        )
+    })
+}
+
+fn no_report(id: Uuid) -> Problem {
+    Problem::not_found(format!("no market report has id {id}"))
+}
+
+/// `GET /api/v1/market/reports/{id}`: the job's status (and its downloads once done).
+async fn report_status(
+    State(api): State<QueryApi>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let job = reports::job(&api.pool, id)
+        .await
+        .map_err(|e| database_problem(&e))?
+        .ok_or_else(|| no_report(id))?;
+    Ok(Json(job_body(&job)).into_response())
+}
+
+async fn report_files(api: &QueryApi, raw: &str) -> Result<(Uuid, reports::ReportFiles), Problem> {
+    let id = parse_id(raw)?;
+    if let Some(files) = reports::files(&api.pool, id)
+        .await
+        .map_err(|e| database_problem(&e))?
+    {
+        return Ok((id, files));
+    }
+    let job = reports::job(&api.pool, id)
+        .await
+        .map_err(|e| database_problem(&e))?
+        .ok_or_else(|| no_report(id))?;
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        "report-not-ready",
+        "Report not ready",
+        format!(
+            "the report is {}; poll {} until it is done",
+            job.status,
+            report_location(id)
+        ),
+    ))
+}
+
+fn attachment(id: Uuid, extension: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"market-report-{id}.{extension}\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// `GET /api/v1/market/reports/{id}/report.csv`.
+async fn report_csv(
+    State(api): State<QueryApi>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (id, files) = report_files(&api, &id).await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, attachment(id, "csv")),
+        ],
+        files.csv,
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/market/reports/{id}/report.json`.
+async fn report_json(
+    State(api): State<QueryApi>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (id, files) = report_files(&api, &id).await?;
+    let mut response = Json(files.json).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_DISPOSITION, attachment(id, "json"));
+    Ok(response)
+}
