@@ -8,21 +8,21 @@ use serde_json::json;
 use crate::harness::*;
 
 /// One bad request and what it must get.
-struct Case {
-    name: &'static str,
-    method: Method,
-    path: String,
-    content_type: Option<&'static str>,
-    body: String,
-    headers: Vec<(&'static str, String)>,
-    status: u16,
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) content_type: Option<&'static str>,
+    pub(crate) body: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) status: u16,
     /// `type` suffix of the problem.
-    kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The field the problem must name, if one.
-    field: Option<&'static str>,
+    pub(crate) field: Option<&'static str>,
 }
 
-fn case(
+pub(crate) fn case(
     name: &'static str,
     method: Method,
     path: &str,
@@ -486,39 +486,8 @@ async fn bad_inputs_get_problem_json_and_write_nothing() {
     let pool = db.pool().await;
     let mut failures = Vec::new();
     for case in cases {
-        let mut request = app.client.request(case.method.clone(), app.url(&case.path));
-        if let Some(content_type) = case.content_type {
-            request = request.header("content-type", content_type);
-        }
-        if case.body != "null" {
-            request = request.body(case.body.clone());
-        }
-        for (name, value) in &case.headers {
-            request = request.header(*name, value);
-        }
-        let reply = app.send(request).await;
-        let kind = format!("/api/v1/problems/{}", case.kind);
-        let named = case.field.is_none_or(|f| {
-            reply.body["errors"]
-                .as_array()
-                .is_some_and(|e| e.iter().any(|e| e["field"] == f))
-        });
-        if reply.status != case.status
-            || reply.header("content-type") != Some("application/problem+json")
-            || reply.body["type"] != kind
-            || reply.body["status"] != case.status
-            || reply.body["detail"].as_str().is_none_or(str::is_empty)
-            || !named
-        {
-            failures.push(format!(
-                "{}: expected {} {kind} naming {:?}, got {} {:?} {}",
-                case.name,
-                case.status,
-                case.field,
-                reply.status,
-                reply.header("content-type"),
-                reply.body
-            ));
+        if let Some(failure) = answer_mismatch(&app, &case).await {
+            failures.push(failure);
         }
         let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&pool)
@@ -531,4 +500,43 @@ async fn bad_inputs_get_problem_json_and_write_nothing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     pool.close().await;
     app.stop().await;
+}
+
+/// Sends `case`; describes how the answer differs from the expected problem, if it does.
+pub(crate) async fn answer_mismatch(app: &TestApp, case: &Case) -> Option<String> {
+    let mut request = app.client.request(case.method.clone(), app.url(&case.path));
+    if let Some(content_type) = case.content_type {
+        request = request.header("content-type", content_type);
+    }
+    if case.body != "null" {
+        request = request.body(case.body.clone());
+    }
+    for (name, value) in &case.headers {
+        request = request.header(*name, value);
+    }
+    let reply = app.send(request).await;
+    let kind = format!("/api/v1/problems/{}", case.kind);
+    let named = case.field.is_none_or(|f| {
+        reply.body["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["field"] == f))
+    });
+    if reply.status != case.status
+        || reply.header("content-type") != Some("application/problem+json")
+        || reply.body["type"] != kind
+        || reply.body["status"] != case.status
+        || reply.body["detail"].as_str().is_none_or(str::is_empty)
+        || !named
+    {
+        return Some(format!(
+            "{}: expected {} {kind} naming {:?}, got {} {:?} {}",
+            case.name,
+            case.status,
+            case.field,
+            reply.status,
+            reply.header("content-type"),
+            reply.body
+        ));
+    }
+    None
 }

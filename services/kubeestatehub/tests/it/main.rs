@@ -5,7 +5,7 @@
 // In tests a failed expectation is the failure we want to see.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod bad_input;
+pub(crate) mod bad_input;
 mod commands;
 mod harness;
 mod import;

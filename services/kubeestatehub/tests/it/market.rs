@@ -685,3 +685,370 @@ async fn market_metrics_match_an_independent_day_by_day_computation() {
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
+
+/// Creates a few Springfield listings and waits until the market series has them.
+async fn small_market(app: &TestApp, pool: &PgPool) {
+    for (i, price) in [310_000, 290_000, 450_000].into_iter().enumerate() {
+        app.create_listing(json!({
+            "ListingKey": format!("small-{i}"), "StandardStatus": "Active",
+            "PropertyType": "Residential", "ListPrice": price,
+            "ListingContractDate": "2026-01-05", "OnMarketDate": "2026-01-05",
+            "OriginalEntryTimestamp": at("2026-01-05"),
+            "City": "Springfield", "PostalCode": "62701", "LivingArea": 1800,
+        }))
+        .await;
+    }
+    settled(pool).await;
+}
+
+async fn report_status(app: &TestApp, location: &str) -> Value {
+    let reply = app.send(app.client.get(app.url(location))).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body
+}
+
+#[tokio::test]
+async fn a_report_requested_before_a_worker_restart_completes_after_it() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let settings = settings(&db, &nats_url(), &id);
+    let pool = db.pool().await;
+    let everything = TestApp::spawn(settings.clone(), Roles::ALL).await;
+    small_market(&everything, &pool).await;
+    // The analytics worker dies (kill -9); the APIs stay up.
+    everything.abort().await;
+    let api = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            analytics: false,
+            ..Roles::ALL
+        },
+    )
+    .await;
+    let requested = api
+        .post(
+            "/api/v1/market/reports",
+            &json!({"AreaKind": "city", "Area": "Springfield", "PropertyType": "Residential",
+                    "Period": "month", "From": "2026-01-01", "To": "2026-12-31"}),
+        )
+        .await;
+    assert_eq!(requested.status, 202, "{}", requested.body);
+    let location = requested.header("location").expect("Location").to_owned();
+    assert_eq!(requested.body["Status"], "queued");
+    let early = api
+        .send(api.client.get(api.url(&format!("{location}/report.csv"))))
+        .await;
+    assert_eq!(early.status, 409, "{}", early.body);
+    assert_eq!(early.body["type"], "/api/v1/problems/report-not-ready");
+
+    // A second job was claimed by a worker that died mid-build: its lease has run out.
+    let orphan = api
+        .post(
+            "/api/v1/market/reports",
+            &json!({"Period": "week", "From": "2026-01-01", "To": "2026-02-01"}),
+        )
+        .await;
+    assert_eq!(orphan.status, 202, "{}", orphan.body);
+    let orphan = orphan.header("location").expect("Location").to_owned();
+    sqlx::query(
+        "UPDATE analytics.reports SET status = 'running', attempts = 1, lease_until = now() - interval '1 second'
+          WHERE report_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(orphan.rsplit('/').next().unwrap()).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(report_status(&api, &location).await["Status"], "queued");
+
+    // The worker comes back.
+    let worker = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            analytics: true,
+            ..Roles::NONE
+        },
+    )
+    .await;
+    for location in [&location, &orphan] {
+        eventually("the report is built after the restart", || async {
+            report_status(&api, location).await["Status"] == "done"
+        })
+        .await;
+    }
+    let job = report_status(&api, &location).await;
+    assert_eq!(job["Downloads"]["csv"], format!("{location}/report.csv"));
+    assert_eq!(report_status(&api, &orphan).await["Attempts"], 2);
+
+    let json_file = api
+        .send(api.client.get(api.url(&format!("{location}/report.json"))))
+        .await;
+    assert_eq!(json_file.status, 200, "{}", json_file.body);
+    let series = api
+        .send(api.client.get(api.url(
+            "/api/v1/market/series?area_kind=city&area=Springfield&property_type=Residential&period=month&from=2026-01-01&to=2026-12-31",
+        )))
+        .await;
+    assert_eq!(
+        json_file.body["Items"], series.body["items"],
+        "the report holds the series"
+    );
+    assert_eq!(json_file.body["Items"][0]["NewListings"], 3);
+
+    let csv = api
+        .client
+        .get(api.url(&format!("{location}/report.csv")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(
+        csv.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let csv = csv.text().await.unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..3], ["PeriodStart", "PeriodEnd", "AsOf"]);
+    let january: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| january[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(column("PeriodStart"), "2026-01-01");
+    assert_eq!(column("NewListings"), "3");
+    assert_eq!(column("MedianListPrice"), "310000");
+    assert_eq!(
+        lines.count() + 1,
+        json_file.body["Items"].as_array().unwrap().len()
+    );
+
+    // Business figures for Prometheus.
+    eventually("business metrics are published", || async {
+        let text = worker
+            .client
+            .get(worker.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("keh_market_active_inventory{area=\"Springfield\",area_kind=\"city\"} 3")
+            && text.contains("keh_market_active_inventory{area=\"All\",area_kind=\"market\"} 3")
+    })
+    .await;
+    worker.stop().await;
+    api.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
+
+#[tokio::test]
+async fn bad_market_requests_get_problem_json() {
+    use crate::bad_input::{Case, answer_mismatch, case};
+    use reqwest::Method;
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+    let pool = db.pool().await;
+    small_market(&app, &pool).await;
+    let get = |name, path: &str, status, kind, field| Case {
+        content_type: None,
+        ..case(name, Method::GET, path, Value::Null, status, kind, field)
+    };
+    let series = "/api/v1/market/series";
+    let reports = "/api/v1/market/reports";
+    let report = |body: Value, name, status, kind, field| {
+        case(name, Method::POST, reports, body, status, kind, field)
+    };
+    let q = "invalid-query-parameter";
+    let mut cases = vec![
+        get(
+            "unknown area kind",
+            &format!("{series}?area_kind=galaxy"),
+            400,
+            q,
+            Some("area_kind"),
+        ),
+        get(
+            "city without area",
+            &format!("{series}?area_kind=city"),
+            400,
+            q,
+            Some("area"),
+        ),
+        get(
+            "area for the whole market",
+            &format!("{series}?area=Springfield"),
+            400,
+            q,
+            Some("area"),
+        ),
+        get(
+            "unknown period",
+            &format!("{series}?period=day"),
+            400,
+            q,
+            Some("period"),
+        ),
+        get(
+            "impossible date",
+            &format!("{series}?from=2025-13-01"),
+            400,
+            q,
+            Some("from"),
+        ),
+        get(
+            "range backwards",
+            &format!("{series}?from=2026-02-01&to=2026-01-01"),
+            400,
+            q,
+            Some("from"),
+        ),
+        get(
+            "range too long",
+            &format!("{series}?from=1900-01-01&to=2026-01-01"),
+            400,
+            q,
+            Some("to"),
+        ),
+        get(
+            "unknown property type",
+            &format!("{series}?property_type=Castle"),
+            400,
+            q,
+            Some("property_type"),
+        ),
+        get(
+            "misspelt parameter",
+            &format!("{series}?areakind=city"),
+            400,
+            q,
+            Some("areakind"),
+        ),
+        get(
+            "repeated parameter",
+            &format!("{series}?period=week&period=month"),
+            400,
+            q,
+            Some("period"),
+        ),
+        get(
+            "unknown area",
+            &format!("{series}?area_kind=city&area=Atlantis"),
+            404,
+            "not-found",
+            Some("area"),
+        ),
+        get(
+            "summary of an unknown area",
+            "/api/v1/market/summary?area_kind=subdivision&area=Nowhere",
+            404,
+            "not-found",
+            Some("area"),
+        ),
+        get(
+            "areas of an unknown kind",
+            "/api/v1/market/areas?area_kind=planet",
+            400,
+            q,
+            Some("area_kind"),
+        ),
+        get(
+            "report id not a UUID",
+            &format!("{reports}/12345"),
+            400,
+            "invalid-path-parameter",
+            Some("ReportId"),
+        ),
+        get(
+            "unknown report",
+            &format!("{reports}/{}", uuid::Uuid::new_v4()),
+            404,
+            "not-found",
+            None,
+        ),
+        get(
+            "download of an unknown report",
+            &format!("{reports}/{}/report.json", uuid::Uuid::new_v4()),
+            404,
+            "not-found",
+            None,
+        ),
+        report(
+            json!({"From": "2026-01-01"}),
+            "report without To",
+            422,
+            "validation",
+            Some("To"),
+        ),
+        report(
+            json!({"From": "2026-02-01", "To": "2026-01-01"}),
+            "report range backwards",
+            422,
+            "validation",
+            Some("From"),
+        ),
+        report(
+            json!({"From": "2026-01-01", "To": "2026-02-01", "Period": "year"}),
+            "report period unknown",
+            422,
+            "validation",
+            Some("Period"),
+        ),
+        report(
+            json!({"From": "2026-01-01", "To": "2026-02-01", "AreaKind": "city", "Area": "Atlantis"}),
+            "report of an unknown area",
+            422,
+            "validation",
+            Some("Area"),
+        ),
+        report(
+            json!({"From": "2026-01-01", "To": "2026-02-01", "Colour": "red"}),
+            "report with an unknown field",
+            422,
+            "validation",
+            None,
+        ),
+        report(
+            json!({"From": "01/02/2026", "To": "2026-02-01"}),
+            "report date in another format",
+            422,
+            "validation",
+            Some("From"),
+        ),
+    ];
+    cases.push(Case {
+        content_type: Some("text/csv"),
+        ..report(
+            json!({"From": "2026-01-01", "To": "2026-02-01"}),
+            "report as CSV",
+            415,
+            "unsupported-media-type",
+            None,
+        )
+    });
+    cases.push(Case {
+        body: "{\"From\": ".to_owned(),
+        ..report(
+            Value::Null,
+            "report malformed JSON",
+            400,
+            "malformed-json",
+            None,
+        )
+    });
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Some(failure) = answer_mismatch(&app, case).await {
+            failures.push(failure);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.reports")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "no refused request queued a report");
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
