@@ -273,7 +273,8 @@ pub async fn mark_dirty(
         "INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])
          ON CONFLICT (area_kind, area, property_type)
-         DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from)",
+         DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
+                       generation = analytics.dirty_series.generation + 1",
     )
     .bind(kinds)
     .bind(areas)
@@ -293,39 +294,101 @@ fn series_filter(kind: AreaKind) -> String {
     format!("{area} AND ($2 = '{ALL_TYPES}' OR property_type = $2)")
 }
 
-/// Recomputes up to `limit` dirty series, in the caller's transaction (the marks stay locked
-/// until it commits; concurrent workers take other series). Returns how many it did.
+/// A dirty series as claimed by a worker.
+#[derive(sqlx::FromRow)]
+struct Dirty {
+    area_kind: String,
+    area: String,
+    property_type: String,
+    dirty_from: NaiveDate,
+    generation: i64,
+}
+
+impl Dirty {
+    fn key(&self) -> Option<SeriesKey> {
+        AreaKind::parse(&self.area_kind).map(|kind| SeriesKey {
+            kind,
+            area: self.area.clone(),
+            property_type: self.property_type.clone(),
+        })
+    }
+}
+
+/// Claims up to `limit` dirty series for `lease` and recomputes each in its own
+/// transaction. The appliers never wait for a recomputation: a series marked again
+/// meanwhile keeps its mark (its generation moved) and is recomputed once more. Returns how
+/// many series it claimed.
 pub async fn recompute_dirty(
-    connection: &mut PgConnection,
+    pool: &PgPool,
     limit: i64,
     today: NaiveDate,
+    lease: std::time::Duration,
 ) -> Result<usize, AnalyticsError> {
-    let dirty: Vec<(String, String, String, NaiveDate)> = sqlx::query_as(
-        "SELECT area_kind, area, property_type, dirty_from FROM analytics.dirty_series
-          ORDER BY area_kind, area, property_type
-          LIMIT $1 FOR UPDATE SKIP LOCKED",
+    let claimed: Vec<Dirty> = sqlx::query_as(
+        "UPDATE analytics.dirty_series d SET claimed_until = now() + $2::interval
+           FROM (SELECT area_kind, area, property_type FROM analytics.dirty_series
+                  WHERE claimed_until IS NULL OR claimed_until < now()
+                  ORDER BY dirty_from, area_kind, area, property_type
+                  LIMIT $1 FOR UPDATE SKIP LOCKED) c
+          WHERE (d.area_kind, d.area, d.property_type) = (c.area_kind, c.area, c.property_type)
+         RETURNING d.area_kind, d.area, d.property_type, d.dirty_from, d.generation",
     )
     .bind(limit)
+    .bind(format!("{} milliseconds", lease.as_millis()))
+    .fetch_all(pool)
+    .await?;
+    for dirty in &claimed {
+        let mut tx = pool.begin().await?;
+        if let Some(key) = dirty.key() {
+            recompute_series(&mut tx, &key, dirty.dirty_from, today).await?;
+        }
+        let done = sqlx::query(
+            "DELETE FROM analytics.dirty_series
+              WHERE area_kind = $1 AND area = $2 AND property_type = $3 AND generation = $4",
+        )
+        .bind(&dirty.area_kind)
+        .bind(&dirty.area)
+        .bind(&dirty.property_type)
+        .bind(dirty.generation)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            // Marked again while we computed: hand it back for the next round.
+            sqlx::query(
+                "UPDATE analytics.dirty_series SET claimed_until = NULL
+                  WHERE area_kind = $1 AND area = $2 AND property_type = $3",
+            )
+            .bind(&dirty.area_kind)
+            .bind(&dirty.area)
+            .bind(&dirty.property_type)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(claimed.len())
+}
+
+/// Recomputes every dirty series inside the caller's transaction (the rebuild's).
+async fn recompute_all(
+    connection: &mut PgConnection,
+    today: NaiveDate,
+) -> Result<usize, AnalyticsError> {
+    let dirty: Vec<Dirty> = sqlx::query_as(
+        "SELECT area_kind, area, property_type, dirty_from, generation FROM analytics.dirty_series",
+    )
     .fetch_all(&mut *connection)
     .await?;
-    for (kind, area, property_type, from) in &dirty {
-        if let Some(kind) = AreaKind::parse(kind) {
-            let key = SeriesKey {
-                kind,
-                area: area.clone(),
-                property_type: property_type.clone(),
-            };
-            recompute_series(connection, &key, *from, today).await?;
-        }
-        sqlx::query(
-            "DELETE FROM analytics.dirty_series WHERE area_kind = $1 AND area = $2 AND property_type = $3",
-        )
-        .bind(kind)
-        .bind(area)
-        .bind(property_type)
+    for key in dirty.iter().filter_map(Dirty::key) {
+        let from = dirty
+            .iter()
+            .find(|d| d.key().as_ref() == Some(&key))
+            .map_or(today, |d| d.dirty_from);
+        recompute_series(connection, &key, from, today).await?;
+    }
+    sqlx::query("DELETE FROM analytics.dirty_series")
         .execute(&mut *connection)
         .await?;
-    }
     Ok(dirty.len())
 }
 
@@ -499,7 +562,8 @@ pub async fn advance_clock(pool: &PgPool, today: NaiveDate) -> Result<bool, sqlx
          SELECT area_kind, area, property_type, $1 FROM analytics.series
           ORDER BY area_kind, area, property_type
          ON CONFLICT (area_kind, area, property_type)
-         DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from)",
+         DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
+                       generation = analytics.dirty_series.generation + 1",
     )
     .bind(from)
     .execute(&mut *tx)
@@ -558,7 +622,7 @@ pub async fn rebuild(
     .bind(today)
     .execute(&mut *tx)
     .await?;
-    while recompute_dirty(&mut tx, 64, today).await? > 0 {}
+    recompute_all(&mut tx, today).await?;
     let listings: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.listing_facts")
         .fetch_one(&mut *tx)
         .await?;

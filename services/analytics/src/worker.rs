@@ -18,9 +18,10 @@ use crate::{reports, store};
 pub struct WorkerSettings {
     /// Pause between rounds when there is nothing to do.
     pub tick: Duration,
-    /// Series recomputed per transaction.
-    pub series_per_transaction: i64,
-    /// How long a claimed report job is reserved before another worker may take it over.
+    /// Series claimed at a time (each is recomputed in its own transaction).
+    pub series_per_round: i64,
+    /// How long a claimed report job or dirty series is reserved before another worker may
+    /// take it over.
     pub report_lease: Duration,
 }
 
@@ -28,7 +29,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             tick: Duration::from_millis(500),
-            series_per_transaction: 16,
+            series_per_round: 16,
             report_lease: Duration::from_secs(60),
         }
     }
@@ -182,12 +183,15 @@ impl AnalyticsWorker {
         if store::advance_clock(&self.pool, today).await? {
             tracing::info!(%today, "new day: every series is recomputed for it");
         }
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let done = store::recompute_dirty(&mut tx, self.settings.series_per_transaction, today)
-                .await?;
-            tx.commit().await?;
-            if done == 0 || shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() {
+            let claimed = store::recompute_dirty(
+                &self.pool,
+                self.settings.series_per_round,
+                today,
+                self.settings.report_lease,
+            )
+            .await?;
+            if claimed == 0 {
                 break;
             }
         }

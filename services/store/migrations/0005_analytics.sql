@@ -25,12 +25,16 @@ CREATE INDEX ON analytics.listing_facts (subdivision, property_type);
 CREATE INDEX ON analytics.listing_facts (last_date);
 
 -- Series whose metrics must be recomputed from `dirty_from` on. Written in the same
--- transaction as the facts that made them dirty; removed by the transaction that recomputes.
+-- transaction as the facts that made them dirty (each mark bumps `generation`). A worker
+-- claims a series for a while (`claimed_until`), recomputes it without holding any lock the
+-- appliers need, and removes the mark only if no new mark arrived meanwhile.
 CREATE TABLE analytics.dirty_series (
-    area_kind     text NOT NULL,
-    area          text NOT NULL,
-    property_type text NOT NULL,
-    dirty_from    date NOT NULL,
+    area_kind     text   NOT NULL,
+    area          text   NOT NULL,
+    property_type text   NOT NULL,
+    dirty_from    date   NOT NULL,
+    generation    bigint NOT NULL DEFAULT 0,
+    claimed_until timestamptz,
     PRIMARY KEY (area_kind, area, property_type)
 );
 
