@@ -33,6 +33,7 @@ use sqlx::{PgPool, QueryBuilder, Row};
 
 mod market;
 pub mod params;
+mod web;
 
 use params::{Params, invalid};
 
@@ -73,6 +74,7 @@ impl QueryApi {
             .route("/api/v1/listing-events", get(live_feed))
             .route("/api/v1/open-houses", get(open_houses))
             .merge(market::routes())
+            .merge(web::routes())
             .with_state(self)
     }
 

@@ -7,9 +7,10 @@
 
 pub(crate) mod bad_input;
 mod commands;
+mod dashboard;
 mod harness;
 mod import;
-mod market;
+pub(crate) mod market;
 mod queries;
 mod relay;
 mod seed;

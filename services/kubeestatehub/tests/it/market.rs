@@ -544,7 +544,7 @@ async fn metrics_checksum(pool: &PgPool) -> (i64, String) {
 }
 
 /// Waits until the worker has folded every stored event and recomputed every series.
-async fn settled(pool: &PgPool) {
+pub(crate) async fn settled(pool: &PgPool) {
     eventually("the analytics worker never caught up with the event store", || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT NOT EXISTS (SELECT 1 FROM analytics.dirty_series)
