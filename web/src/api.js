@@ -1,11 +1,65 @@
-// The API client: every request the dashboard makes goes through `api`, so that a sign-in
-// token (once the security work lands) is added in exactly one place: `setToken`.
+// The API client: every request the dashboard makes goes through `api`, so the session's
+// access token is added in exactly one place. Sessions live in sessionStorage (one tab's
+// life); an expired access token is refreshed once, transparently.
 
-let token = null;
+const STORE = 'keh.session';
+let session = null;
+try {
+  session = JSON.parse(sessionStorage.getItem(STORE) || 'null');
+} catch {
+  session = null;
+}
+const watchers = new Set();
 
-/** Sets (or clears, with null) the bearer token sent with every request. */
-export function setToken(value) {
-  token = value;
+/** The signed-in user (`{ username, role, agent_key, … }`) or null. */
+export function currentUser() {
+  return session?.user || null;
+}
+
+/** Calls `callback(user)` now and whenever the session changes. */
+export function onSession(callback) {
+  watchers.add(callback);
+  callback(currentUser());
+  return () => watchers.delete(callback);
+}
+
+function setSession(next) {
+  session = next;
+  if (next) sessionStorage.setItem(STORE, JSON.stringify(next));
+  else sessionStorage.removeItem(STORE);
+  for (const watch of watchers) watch(currentUser());
+}
+
+/** Signs in; rejects with ApiError (401 for wrong credentials). */
+export async function signIn(username, password) {
+  const { body } = await api('POST', '/api/v1/auth/token', { body: { username, password }, anonymous: true });
+  setSession(body);
+  return body.user;
+}
+
+/** Signs out: the server revokes the session's refresh token. */
+export async function signOut() {
+  const refresh = session?.refresh_token;
+  setSession(null);
+  if (refresh) await api('POST', '/api/v1/auth/sign-out', { body: { refresh_token: refresh }, anonymous: true }).catch(() => {});
+}
+
+let refreshing = null;
+async function refreshSession() {
+  if (!session?.refresh_token) return false;
+  refreshing ||= fetch('/api/v1/auth/refresh', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify({ refresh_token: session.refresh_token }),
+  }).then(async (response) => {
+    if (!response.ok) {
+      setSession(null);
+      return false;
+    }
+    setSession(await response.json());
+    return true;
+  }).catch(() => false).finally(() => { refreshing = null; });
+  return refreshing;
 }
 
 /** A refused request: `problem` is the RFC 9457 body (`type`, `title`, `detail`, `errors`). */
@@ -36,9 +90,9 @@ export class ApiError extends Error {
  * Sends a request; resolves with `{ body, headers, status }` for 2xx, rejects with ApiError.
  * `body` (an object) is sent as JSON; `ifMatch` (a version number) becomes `If-Match`.
  */
-export async function api(method, path, { body, ifMatch, signal } = {}) {
+export async function api(method, path, { body, ifMatch, signal, anonymous = false, retried = false } = {}) {
   const headers = { accept: 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
+  if (session?.access_token && !anonymous) headers.authorization = `Bearer ${session.access_token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (ifMatch !== undefined && ifMatch !== null) headers['if-match'] = `"${ifMatch}"`;
   let response;
@@ -52,6 +106,9 @@ export async function api(method, path, { body, ifMatch, signal } = {}) {
   } catch (error) {
     if (error.name === 'AbortError') throw error;
     throw new ApiError(0, { title: 'Network error', detail: 'the server cannot be reached' });
+  }
+  if (response.status === 401 && headers.authorization && !retried && await refreshSession()) {
+    return api(method, path, { body, ifMatch, signal, retried: true });
   }
   const type = response.headers.get('content-type') || '';
   const parsed = type.includes('json') ? await response.json().catch(() => null) : await response.text();
@@ -69,7 +126,8 @@ export function query(params) {
   return s ? `?${s}` : '';
 }
 
-/** The live event feed (Server-Sent Events), with the token as a query parameter if any. */
+/** The live event feed (Server-Sent Events); EventSource cannot send headers, so a
+ * signed-in session's token goes as `access_token`. */
 export function liveFeed(params = {}) {
-  return new EventSource(`/api/v1/listing-events${query(params)}`);
+  return new EventSource(`/api/v1/listing-events${query({ ...params, access_token: session?.access_token })}`);
 }

@@ -7,6 +7,8 @@ import { detailPage } from './detail.js';
 import { marketPage } from './market.js';
 import { activityPage } from './activity.js';
 import { onConnection } from './live.js';
+import { onSession, signOut } from './api.js';
+import { signInPage } from './signin.js';
 
 const main = document.getElementById('main');
 const indicator = document.getElementById('live-state');
@@ -15,6 +17,14 @@ let cleanup = null;
 onConnection((state) => {
   indicator.textContent = state === 'live' ? 'Live' : state === 'reconnecting' ? 'Reconnecting…' : state === 'offline' ? 'Offline' : 'Connecting…';
   indicator.dataset.state = state;
+});
+
+const account = document.getElementById('account');
+onSession((user) => {
+  fill(account, user
+    ? [h('span', { class: 'who' }, `${user.username} (${user.role})`),
+      h('button', { type: 'button', class: 'link', onclick: async () => { await signOut(); route(); } }, 'Sign out')]
+    : h('a', { href: `#/sign-in?next=${encodeURIComponent(location.hash || '#/listings')}` }, 'Sign in'));
 });
 
 function route() {
@@ -26,7 +36,11 @@ function route() {
     if (link.getAttribute('href') === `#/${section}`) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
-  if (section === 'listings' && rest.length) {
+  if (section.startsWith('sign-in')) {
+    const next = new URLSearchParams(hash.split('?')[1] || '').get('next') || '#/listings';
+    cleanup = signInPage(main, next);
+    document.title = 'Sign in · KubeEstateHub';
+  } else if (section === 'listings' && rest.length) {
     cleanup = detailPage(main, rest.join('/'));
     document.title = `Listing ${rest.join('/')} · KubeEstateHub`;
   } else if (section === 'market') {

@@ -1,7 +1,7 @@
 // The listing page: every field, actions (edit, price, status, media) that handle concurrent
 // edits, the event timeline, a price-history chart, and the listing as recorded at a date.
 
-import { api, ApiError } from './api.js';
+import { api, ApiError, currentUser } from './api.js';
 import { h, fill, field, select, formatMoney, formatTime, statusLine, showFieldErrors } from './dom.js';
 import { STATUSES, DETAIL_FIELDS, MEDIA_CATEGORIES, inputValue } from './reso.js';
 import { onListingEvent } from './live.js';
@@ -162,7 +162,7 @@ export function detailPage(root, key) {
           h('span', { class: 'badge' }, m.MediaCategory),
           h('a', { href: m.MediaURL, rel: 'noopener noreferrer', target: '_blank' }, m.ShortDescription || m.MediaURL))))
         : h('p', { class: 'status' }, 'No media yet.'),
-      asOf ? null : form,
+      asOf || !currentUser() ? null : form,
     ];
   }
 
@@ -210,7 +210,10 @@ export function detailPage(root, key) {
       fill(fields, Object.entries(listing)
         .filter(([k, v]) => !HIDDEN.has(k) && v !== null && typeof v !== 'object')
         .map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]));
-      fill(actions, asOf ? h('p', { class: 'status' }, 'Viewing a past state: actions are off. Choose "Now" to act.') : [priceForm(), statusForm(), editForm()]);
+      if (asOf) fill(actions, h('p', { class: 'status' }, 'Viewing a past state: actions are off. Choose "Now" to act.'));
+      else if (!currentUser()) {
+        fill(actions, h('p', { class: 'status' }, h('a', { href: `#/sign-in?next=${encodeURIComponent(location.hash)}` }, 'Sign in'), ' to change this listing.'));
+      } else fill(actions, priceForm(), statusForm(), editForm());
       fill(media, mediaSection());
       fill(timeline, events.slice().reverse().map((e) => h('li', {},
         h('time', { datetime: e.EffectiveAt }, formatTime(e.EffectiveAt)),

@@ -1,7 +1,7 @@
 // The listings page: search and filters, a sortable table with cursor pagination, the create
 // form, and live updates of the rows shown.
 
-import { api, query, ApiError } from './api.js';
+import { api, query, ApiError, currentUser } from './api.js';
 import { h, fill, field, select, formatMoney, formatNumber, formatTime, statusLine, showFieldErrors } from './dom.js';
 import { STATUSES, PROPERTY_TYPES, DETAIL_FIELDS, inputValue } from './reso.js';
 import { onListingEvent } from './live.js';
@@ -32,6 +32,10 @@ export function listingsPage(root) {
   const newButton = h('button', { type: 'button', class: 'primary', 'aria-expanded': 'false', onclick: toggleCreate }, 'New listing');
 
   function toggleCreate() {
+    if (!currentUser()) {
+      location.hash = `#/sign-in?next=${encodeURIComponent('#/listings')}`;
+      return;
+    }
     const open = createSection.hidden;
     createSection.hidden = !open;
     newButton.setAttribute('aria-expanded', String(open));

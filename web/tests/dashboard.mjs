@@ -17,6 +17,12 @@ const shots = process.env.KEH_SCREENSHOTS || path.join(here, '..', 'test-results
 const executablePath = process.env.KEH_CHROMIUM || '/usr/bin/chromium';
 mkdirSync(shots, { recursive: true });
 
+const username = process.env.KEH_TEST_USERNAME;
+const password = process.env.KEH_TEST_PASSWORD;
+if (!username || !password) {
+  console.log('not ok - KEH_TEST_USERNAME and KEH_TEST_PASSWORD (an agent) are required');
+  process.exit(1);
+}
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 const TIMEOUT = 15_000;
@@ -69,9 +75,21 @@ async function newContext(browser, viewport) {
   return context;
 }
 
-async function api(pathname, init) {
-  const response = await fetch(`${base}${pathname}`, init);
+let agentToken = null;
+async function api(pathname, init = {}) {
+  const headers = { ...(init.headers || {}) };
+  if (agentToken) headers.authorization = `Bearer ${agentToken}`;
+  const response = await fetch(`${base}${pathname}`, { ...init, headers });
   return { status: response.status, body: await response.json() };
+}
+
+/** Signs in through the sign-in page and comes back to `next`. */
+async function signInThroughPage(page, next) {
+  await page.goto(`/#/sign-in?next=${encodeURIComponent(next)}`);
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#account', { hasText: username }).waitFor();
 }
 
 const browser = await chromium.launch({
@@ -90,6 +108,20 @@ try {
   const pageB = await b.newPage();
   const consoleA = watchConsole(pageA, 'agent');
   const consoleB = watchConsole(pageB, 'colleague');
+  // A wrong password is refused on the sign-in page; the right one signs the agent in.
+  await pageA.goto('/#/sign-in');
+  await pageA.getByLabel('Username').fill(username);
+  await pageA.getByLabel('Password').fill('not the password');
+  consoleA.expect(/status of 401/, 'a wrong password is refused with 401 on purpose');
+  await pageA.getByRole('button', { name: 'Sign in' }).click();
+  await pageA.locator('.form-error', { hasText: 'wrong' }).waitFor();
+  check(true, 'a wrong password is refused on the sign-in page');
+  await signInThroughPage(pageA, '#/listings');
+  check(true, 'the agent signs in');
+  const signedIn = await api('/api/v1/auth/token', {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }),
+  });
+  agentToken = signedIn.body.access_token;
   await pageA.goto('/#/listings');
   await pageB.goto('/#/listings');
   await pageA.locator('tbody tr[data-key]').first().waitFor();
@@ -140,6 +172,13 @@ try {
   await pageB.locator(`tbody tr[data-key="${key}"]`, { hasText: '$599,000' }).waitFor();
   check(await pageB.evaluate(() => window.__sameDocument === true), 'the colleague saw the price change without reloading');
 
+  // The colleague is not signed in: the listing page offers to sign in instead of actions.
+  const viewer = await b.newPage();
+  await viewer.goto(`/#/listings/${encodeURIComponent(key)}`);
+  await viewer.locator('.actions-section', { hasText: 'to change this listing' }).waitFor();
+  check(await viewer.getByRole('button', { name: 'Change price' }).count() === 0, 'anonymous visitors get no actions');
+  await viewer.close();
+
   // User text is text: the remarks render literally and nothing in them runs.
   const shown = await pageA.locator('dl.fields dd', { hasText: 'Bright & airy' }).textContent();
   check(shown === remarks, 'remarks with <script> and <img onerror> render as text');
@@ -152,7 +191,7 @@ try {
   await c.route('**/api/v1/listing-events**', (route) => route.fulfill({ status: 204, body: '' }));
   const pageC = await c.newPage();
   const consoleC = watchConsole(pageC, 'agent without live feed');
-  await pageC.goto(`/#/listings/${encodeURIComponent(key)}`);
+  await signInThroughPage(pageC, `#/listings/${encodeURIComponent(key)}`);
   await pageC.locator('.summary', { hasText: '$599,000' }).waitFor();
   const other = await api(`/api/v1/listings/${encodeURIComponent(key)}/price`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ListPrice: 598000 }),

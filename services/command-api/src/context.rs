@@ -7,8 +7,9 @@ use keh_events::Metadata;
 use keh_platform::Problem;
 use uuid::Uuid;
 
-/// Until sign-in exists every command is anonymous.
-pub const ANONYMOUS: &str = "anonymous";
+use keh_auth::Caller;
+use keh_auth::principal::CommandScope;
+use keh_store::Access;
 
 /// `If-Match`: absent (or `*`: the listing must exist, which the command checks anyway) or
 /// a list of strong entity tags `"N"` where N is a listing version.
@@ -30,6 +31,8 @@ pub struct CommandContext {
     pub if_match: IfMatch,
     pub idempotency: Option<Idempotency>,
     pub actor: String,
+    /// The listings the caller may change.
+    pub access: Access,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
     pub traceparent: Option<String>,
@@ -105,7 +108,20 @@ pub fn parse_if_match(value: &str) -> Result<IfMatch, Problem> {
 impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Who may send commands is decided before the body is even read.
+        let Ok(caller) = Caller::from_request_parts(parts, state).await;
+        let access = match caller.require_write()? {
+            CommandScope::Any => Access::Any,
+            CommandScope::Agent {
+                agent_key,
+                office_key,
+            } => Access::Agent {
+                agent_key,
+                office_key,
+            },
+        };
+        let actor = caller.actor();
         let headers = &parts.headers;
         let if_match = match header_text(headers, header::IF_MATCH.as_str())? {
             None => IfMatch::Any,
@@ -125,7 +141,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
                 ));
             }
             Some(key) => Some(Idempotency {
-                scope: format!("{ANONYMOUS}:{key}"),
+                scope: format!("{actor}:{key}"),
             }),
         };
         let correlation_id = header_text(headers, "x-correlation-id")?
@@ -135,7 +151,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
         Ok(Self {
             if_match,
             idempotency,
-            actor: ANONYMOUS.to_owned(),
+            actor,
+            access,
             correlation_id,
             causation_id: Uuid::new_v4(),
             traceparent,

@@ -132,10 +132,25 @@ async fn create(
     ctx: CommandContext,
     body: Body<dto::CreateListingRequest>,
 ) -> Result<Response, Problem> {
-    let command = body
+    let mut command = body
         .value
         .into_command(dto::new_key(), Utc::now())
         .map_err(Problem::validation)?;
+    // An agent's new listing is theirs unless the body names its agent (which must then be
+    // them: the store checks).
+    if let keh_store::Access::Agent {
+        agent_key,
+        office_key,
+    } = &ctx.access
+    {
+        let details = &mut command.details;
+        if details.list_agent_key.is_none() {
+            details.list_agent_key = ShortText::new(agent_key).ok();
+        }
+        if details.list_office_key.is_none() {
+            details.list_office_key = office_key.as_deref().and_then(|o| ShortText::new(o).ok());
+        }
+    }
     let key = command.listing_key.clone();
     let listing_id = command.details.listing_id.clone();
     submit(
@@ -237,11 +252,18 @@ async fn submit(
     };
     let store = Arc::clone(&api.store);
     let listing_key = key.as_str().to_owned();
+    let access = ctx.access.clone();
     // Detached: a client that disconnects mid-request cancels its wait, never the append
     // (no half-done effect, no pooled connection left idle in a transaction).
     let outcome = tokio::spawn(async move {
         store
-            .execute(&listing_key, command, &metadata, expected.as_deref())
+            .execute(
+                &listing_key,
+                command,
+                &metadata,
+                expected.as_deref(),
+                &access,
+            )
             .await
     })
     .await
@@ -458,6 +480,7 @@ fn execute_problem(error: ExecuteError, key: &ShortText) -> Problem {
             problem.current_version = Some(current);
             problem
         }
+        ExecuteError::Forbidden(reason) => keh_auth::principal::forbidden(reason),
         other => execute_problem_plain(other),
     }
 }

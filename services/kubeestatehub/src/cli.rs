@@ -68,6 +68,10 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// User administration (bootstrap the first administrator here; afterwards, the admin
+    /// API works too).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Apply database migrations, then exit.
     Migrate,
     /// Print the JSON Schema of the published event envelope, then exit.
@@ -85,6 +89,36 @@ pub enum ProjectionsCommand {
         #[arg(long, value_enum, default_value = "all")]
         target: RebuildTarget,
     },
+}
+
+/// `kubeestatehub users …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user. The password is read from KEH_USER_PASSWORD, or else from the first
+    /// line of standard input (never from the command line, where `ps` would show it).
+    Create {
+        #[arg(long)]
+        username: String,
+        /// admin, agent or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// The RESO ListAgentKey an agent acts for (required for agents).
+        #[arg(long)]
+        agent_key: Option<String>,
+        /// The agent's RESO ListOfficeKey.
+        #[arg(long)]
+        office_key: Option<String>,
+        /// Succeed without changes when the user exists (for idempotent bootstrap scripts).
+        #[arg(long)]
+        if_missing: bool,
+    },
+}
+
+/// Where the binary runs: production refuses development secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
 }
 
 /// What `projections rebuild` rebuilds.
@@ -318,6 +352,54 @@ pub struct Settings {
     )]
     pub analytics_tick_ms: u64,
 
+    /// development or production (production refuses the development signing key).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_ENV",
+        value_enum,
+        default_value = "development"
+    )]
+    pub environment: Environment,
+
+    /// Key signing access tokens (HS256; at least 32 random bytes in production).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_JWT_SECRET",
+        hide_env_values = true,
+        hide_default_value = true,
+        default_value = keh_auth::DEVELOPMENT_SECRET
+    )]
+    pub jwt_secret: keh_auth::Secret,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_ACCESS_TOKEN_TTL_SECS",
+        default_value_t = 900
+    )]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of refresh tokens (a session without activity), in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_REFRESH_TOKEN_TTL_SECS",
+        default_value_t = 2_592_000
+    )]
+    pub refresh_token_ttl_secs: u64,
+
+    /// Whether callers without credentials may read public listing and market data.
+    #[arg(long, global = true, env = "KEH_ANONYMOUS_READ", default_value_t = true, action = ArgAction::Set)]
+    pub anonymous_read: bool,
+
+    /// Whether an agent may change every listing of their office (ListOfficeKey), not only
+    /// their own (ListAgentKey).
+    #[arg(long, global = true, env = "KEH_AGENT_OFFICE_ACCESS", default_value_t = false, action = ArgAction::Set)]
+    pub agent_office_access: bool,
+
     /// How long a market report job stays reserved by the worker building it, in
     /// milliseconds; a job whose worker died is taken over after that.
     #[arg(
@@ -373,6 +455,17 @@ impl Settings {
             tick: Duration::from_millis(self.analytics_tick_ms.max(10)),
             report_lease: Duration::from_millis(self.report_lease_ms.max(100)),
             ..keh_analytics::worker::WorkerSettings::default()
+        }
+    }
+
+    /// Sign-in and authorization settings.
+    pub fn auth(&self) -> keh_auth::AuthSettings {
+        keh_auth::AuthSettings {
+            jwt_secret: self.jwt_secret.clone(),
+            access_ttl: Duration::from_secs(self.access_token_ttl_secs.max(1)),
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs.max(1)),
+            anonymous_read: self.anonymous_read,
+            office_access: self.agent_office_access,
         }
     }
 

@@ -432,7 +432,10 @@ pub async fn run(
         let mut appended = 0;
         let mut failure = None;
         for command in commands {
-            match store.execute(&key, command, &metadata, None).await {
+            match store
+                .execute(&key, command, &metadata, None, &keh_store::Access::Any)
+                .await
+            {
                 Ok(done) => appended += done.appended,
                 Err(ExecuteError::Rule(rule)) => {
                     failure = Some(match rule.field {

@@ -21,7 +21,7 @@ pub mod cli;
 pub mod import;
 pub mod seed;
 
-use cli::{Cli, Command, ProjectionsCommand, RebuildTarget, Settings};
+use cli::{Cli, Command, Environment, ProjectionsCommand, RebuildTarget, Settings, UsersCommand};
 
 /// The roles a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +94,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return rebuild(&settings, target).await;
         }
         Command::Import { file } => return import_file(&settings, &file).await,
+        Command::Users(UsersCommand::Create {
+            username,
+            role,
+            agent_key,
+            office_key,
+            if_missing,
+        }) => {
+            return create_user(
+                &settings, username, &role, agent_key, office_key, if_missing,
+            )
+            .await;
+        }
         Command::Seed {
             listings,
             months,
@@ -150,6 +162,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         keh_platform::shutdown::on_signal(),
     )
     .await
+}
+
+/// `kubeestatehub users create`.
+async fn create_user(
+    settings: &Settings,
+    username: String,
+    role: &str,
+    agent_key: Option<String>,
+    office_key: Option<String>,
+    if_missing: bool,
+) -> anyhow::Result<()> {
+    let role = keh_auth::Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("--role must be admin, agent or viewer"))?;
+    let password = match std::env::var("KEH_USER_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("users"))?;
+    if settings.migrate {
+        keh_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    let auth = keh_auth::AuthService::new(pool, settings.auth());
+    let created = auth
+        .create_user(
+            "cli",
+            keh_auth::service::NewUser {
+                username: username.clone(),
+                password,
+                role,
+                agent_key,
+                office_key,
+            },
+        )
+        .await;
+    match created {
+        Ok(user) => {
+            println!(
+                "created {} user {} ({})",
+                user.role, user.username, user.user_id
+            );
+            Ok(())
+        }
+        Err(problem) if if_missing && problem.status == axum::http::StatusCode::CONFLICT => {
+            println!("user {username} exists; nothing changed");
+            Ok(())
+        }
+        Err(problem) => Err(anyhow::anyhow!(
+            "{}{}",
+            problem.detail,
+            problem
+                .errors
+                .iter()
+                .map(|e| format!("; {}: {}", e.field, e.message))
+                .collect::<String>()
+        )),
+    }
 }
 
 /// A progress bar for `what`, counted in `unit`.
@@ -350,6 +426,14 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let role_name = roles.name();
+    if settings.environment == Environment::Production {
+        settings
+            .auth()
+            .check_production()
+            .map_err(|reason| anyhow::anyhow!("refusing to start in production: {reason}"))?;
+    } else if roles.serves_api() && settings.jwt_secret.expose() == keh_auth::DEVELOPMENT_SECRET {
+        tracing::warn!("signing access tokens with the development key (KEH_ENV=development)");
+    }
     let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool(role_name))?;
     if settings.migrate {
         keh_store::migrate(&pool)
@@ -386,12 +470,20 @@ pub async fn start(
         health = health.with(command_api.health());
         api = api.merge(command_api.router());
     }
+    let auth = keh_auth::AuthService::new(pool.clone(), settings.auth());
     if roles.query_api {
         let layout = SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions);
         let query_api = QueryApi::new(pool.clone(), nats.clone(), settings.stream.clone(), layout);
         health = health.with(query_api.health());
-        api = api.merge(query_api.router());
+        api = api
+            .merge(query_api.router())
+            .merge(keh_auth::routes::router(auth.clone()));
     }
+    // Every API request's caller is resolved once, before any handler runs.
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        auth,
+        keh_auth::middleware::resolve,
+    ));
     if let (true, Some(nats)) = (roles.relay, nats.clone()) {
         let relay = Relay::new(
             settings.relay(),

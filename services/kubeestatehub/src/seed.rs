@@ -418,7 +418,13 @@ pub async fn run(
                 let mut skipped = false;
                 for command in listing.commands {
                     match store
-                        .execute(&listing.listing_key, command, &metadata, None)
+                        .execute(
+                            &listing.listing_key,
+                            command,
+                            &metadata,
+                            None,
+                            &keh_store::Access::Any,
+                        )
                         .await
                     {
                         Ok(done) => seeded.events += u64::try_from(done.appended).unwrap_or(0),

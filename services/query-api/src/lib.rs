@@ -21,6 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
+use keh_auth::Caller;
 use keh_events::listing::PRIVATE_FIELDS;
 use keh_events::reso::{PropertyType, StandardStatus};
 use keh_events::subject::SubjectLayout;
@@ -116,8 +117,25 @@ fn public_data(mut data: Value) -> Value {
     data
 }
 
-fn with_etag(state: Value, version: i64) -> Response {
-    let mut response = Json(public(state)).into_response();
+/// Whether `caller` may see the private fields of the listing whose state is `state`.
+fn may_see_private(caller: &Caller, state: &Value) -> bool {
+    caller.may_see_private(
+        state.get("ListAgentKey").and_then(Value::as_str),
+        state.get("ListOfficeKey").and_then(Value::as_str),
+    )
+}
+
+/// The listing as `caller` may see it.
+fn visible(state: Value, caller: &Caller) -> Value {
+    if may_see_private(caller, &state) {
+        state
+    } else {
+        public(state)
+    }
+}
+
+fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
+    let mut response = Json(visible(state, caller)).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -138,8 +156,10 @@ fn no_listing(key: &str) -> Problem {
 async fn read(
     State(api): State<QueryApi>,
     Path(key): Path<String>,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(&["as_of", "min_version", "wait_ms"])?;
     let as_of = params.timestamp("as_of")?;
     let min_version = params.integer("min_version", 1, i64::MAX)?;
@@ -156,7 +176,7 @@ async fn read(
                 "cannot be combined with min_version or wait_ms",
             ));
         }
-        return read_as_of(&api, &key, as_of).await;
+        return read_as_of(&api, &key, as_of, &caller).await;
     }
     let wait = Duration::from_millis(u64::try_from(wait.unwrap_or(5_000)).unwrap_or(5_000));
     let deadline = tokio::time::Instant::now() + wait;
@@ -175,7 +195,7 @@ async fn read(
         };
         if reached {
             return match row {
-                Some((version, state)) => Ok(with_etag(state, version)),
+                Some((version, state)) => Ok(with_etag(state, version, &caller)),
                 None => Err(no_listing(&key)),
             };
         }
@@ -198,7 +218,12 @@ async fn read(
     }
 }
 
-async fn read_as_of(api: &QueryApi, key: &str, as_of: DateTime<Utc>) -> Result<Response, Problem> {
+async fn read_as_of(
+    api: &QueryApi,
+    key: &str,
+    as_of: DateTime<Utc>,
+    caller: &Caller,
+) -> Result<Response, Problem> {
     let events = outbox::listing_events(&api.pool, key, 0, None, Some(as_of))
         .await
         .map_err(|error| match error {
@@ -222,6 +247,7 @@ async fn read_as_of(api: &QueryApi, key: &str, as_of: DateTime<Utc>) -> Result<R
     Ok(with_etag(
         value,
         i64::try_from(listing.version()).unwrap_or(0),
+        caller,
     ))
 }
 
@@ -229,9 +255,20 @@ async fn read_as_of(api: &QueryApi, key: &str, as_of: DateTime<Utc>) -> Result<R
 async fn history(
     State(api): State<QueryApi>,
     Path(key): Path<String>,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(&[])?;
+    // Private fields in the history are for whoever may see them on the listing today.
+    let current: Option<Value> = sqlx::query_scalar(&format!(
+        "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
+    ))
+    .bind(&key)
+    .fetch_optional(&api.pool)
+    .await
+    .map_err(|e| database_problem(&e))?;
+    let private = current.is_some_and(|state| may_see_private(&caller, &state));
     let rows = sqlx::query(&format!(
         "SELECT sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data
            FROM {SCHEMA}.listing_events WHERE listing_key = $1 ORDER BY sequence"
@@ -254,7 +291,11 @@ async fn history(
                 "RecordedAt": row.get::<DateTime<Utc>, _>("recorded_at"),
                 "Actor": row.get::<String, _>("actor"),
                 "CorrelationId": row.get::<uuid_type::Uuid, _>("correlation_id"),
-                "Data": public_data(row.get::<Value, _>("data")),
+                "Data": if private {
+                    row.get::<Value, _>("data")
+                } else {
+                    public_data(row.get::<Value, _>("data"))
+                },
             })
         })
         .collect();
@@ -456,7 +497,12 @@ impl Filters {
 /// Pages are keyset-paginated on `(sort column, ListingKey)`: a page starts strictly after
 /// the previous page's last row, so listings created while a client pages through neither
 /// shift rows into a page twice nor push rows out of view.
-async fn search(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+async fn search(
+    State(api): State<QueryApi>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(SEARCH_PARAMS)?;
     let filters = Filters::parse(&params)?;
     let order = Order::parse(params.text("sort")?)?;
@@ -500,7 +546,7 @@ async fn search(State(api): State<QueryApi>, params: Params) -> Result<Response,
     for row in rows.iter().take(page) {
         let key: String = row.get("listing_key");
         last = Some((row.get::<Value, _>("sort_value"), key));
-        items.push(public(row.get::<Value, _>("state")));
+        items.push(visible(row.get::<Value, _>("state"), &caller));
     }
     let next_cursor = if has_more {
         last.map(|(value, key)| encode_cursor(&order, &value, &key))
@@ -597,7 +643,12 @@ fn parse_bbox(raw: &str) -> Result<[f64; 4], Problem> {
 
 /// `GET /api/v1/open-houses`: scheduled (not canceled) open houses starting in
 /// `[from, to)` (default: from now on), soonest first, optionally in one city or postal code.
-async fn open_houses(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+async fn open_houses(
+    State(api): State<QueryApi>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(&["from", "to", "city", "postal_code", "limit"])?;
     let from = params.timestamp("from")?.unwrap_or_else(Utc::now);
     let to = params.timestamp("to")?;
@@ -657,10 +708,13 @@ async fn open_houses(State(api): State<QueryApi>, params: Params) -> Result<Resp
 /// `listing_key`, `event_type`.
 async fn live_feed(
     State(api): State<QueryApi>,
+    caller: Caller,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, Problem> {
-    params.only(&["listing_key", "event_type", "last_event_id"])?;
+    caller.require_read()?;
+    // `access_token` was read by the auth middleware (EventSource cannot send headers).
+    params.only(&["listing_key", "event_type", "last_event_id", "access_token"])?;
     let listing_key = params.text("listing_key")?;
     let event_type = params.text("event_type")?;
     if let Some(t) = event_type

@@ -11,6 +11,7 @@ use keh_analytics::compute::Grain;
 use keh_analytics::facts::{ALL_TYPES, AreaKind, MARKET};
 use keh_analytics::reports::{self, ReportRequest};
 use keh_analytics::store::{self, SeriesKey};
+use keh_auth::Caller;
 use keh_events::reso::PropertyType;
 use keh_platform::json::ApiJson;
 use keh_platform::{FieldError, Problem};
@@ -164,7 +165,12 @@ fn unknown_series(key: &SeriesKey) -> Problem {
 }
 
 /// `GET /api/v1/market/areas[?area_kind=…][&property_type=…]`: every area with data.
-async fn areas(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+async fn areas(
+    State(api): State<QueryApi>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(&["area_kind", "property_type"])?;
     let kind = params
         .text("area_kind")?
@@ -185,7 +191,12 @@ async fn areas(State(api): State<QueryApi>, params: Params) -> Result<Response, 
 }
 
 /// `GET /api/v1/market/series?area_kind=…&area=…&property_type=…&period=week|month&from=…&to=…`.
-async fn series(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+async fn series(
+    State(api): State<QueryApi>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(&["area_kind", "area", "property_type", "period", "from", "to"])?;
     let key = parse_series(
         params.text("area_kind")?,
@@ -218,7 +229,12 @@ async fn series(State(api): State<QueryApi>, params: Params) -> Result<Response,
 
 /// `GET /api/v1/market/summary?area_kind=…&area=…&property_type=…`: the current month and
 /// week (as of today) next to the previous complete month and week.
-async fn summary(State(api): State<QueryApi>, params: Params) -> Result<Response, Problem> {
+async fn summary(
+    State(api): State<QueryApi>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
     params.only(&["area_kind", "area", "property_type"])?;
     let key = parse_series(
         params.text("area_kind")?,
@@ -294,8 +310,10 @@ fn report_location(id: Uuid) -> String {
 /// `POST /api/v1/market/reports`: 202 with the queued job and its `Location`.
 async fn request_report(
     State(api): State<QueryApi>,
+    caller: Caller,
     ApiJson(body): ApiJson<ReportBody>,
 ) -> Result<Response, Problem> {
+    caller.require_identified()?;
     let series = parse_series(
         body.area_kind.as_deref(),
         body.area.as_deref(),
@@ -321,7 +339,7 @@ async fn request_report(
             grain,
             from: body.from,
             to: body.to,
-            requested_by: "anonymous".to_owned(),
+            requested_by: caller.actor(),
         },
     )
     .await
@@ -362,8 +380,10 @@ fn no_report(id: Uuid) -> Problem {
 /// `GET /api/v1/market/reports/{id}`: the job's status (and its downloads once done).
 async fn report_status(
     State(api): State<QueryApi>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    caller.require_read()?;
     let id = parse_id(&id)?;
     let job = reports::job(&api.pool, id)
         .await
@@ -406,8 +426,10 @@ fn attachment(id: Uuid, extension: &str) -> HeaderValue {
 /// `GET /api/v1/market/reports/{id}/report.csv`.
 async fn report_csv(
     State(api): State<QueryApi>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    caller.require_read()?;
     let (id, files) = report_files(&api, &id).await?;
     Ok((
         [
@@ -425,8 +447,10 @@ async fn report_csv(
 /// `GET /api/v1/market/reports/{id}/report.json`.
 async fn report_json(
     State(api): State<QueryApi>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    caller.require_read()?;
     let (id, files) = report_files(&api, &id).await?;
     let mut response = Json(files.json).into_response();
     response

@@ -25,6 +25,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("dom.js", web!("src/dom.js"), JS),
     ("reso.js", web!("src/reso.js"), JS),
     ("live.js", web!("src/live.js"), JS),
+    ("signin.js", web!("src/signin.js"), JS),
     ("listings.js", web!("src/listings.js"), JS),
     ("detail.js", web!("src/detail.js"), JS),
     ("market.js", web!("src/market.js"), JS),

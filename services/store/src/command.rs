@@ -28,6 +28,46 @@ pub enum ExecuteError {
     Unavailable(#[source] BoxError),
     #[error("unexpected event store failure")]
     Internal(#[source] BoxError),
+    /// The caller may not change this listing (nothing was appended).
+    #[error("{0}")]
+    Forbidden(&'static str),
+}
+
+/// The listings a command may touch, checked against the listing before and after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Any listing (administrators, integrations).
+    #[default]
+    Any,
+    /// Listings whose `ListAgentKey` is this agent's, or whose `ListOfficeKey` is
+    /// `office_key` when one is given.
+    Agent {
+        agent_key: String,
+        office_key: Option<String>,
+    },
+}
+
+impl Access {
+    /// Whether a listing in this state is within reach.
+    pub fn permits(&self, state: &keh_listing::ListingState) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Agent {
+                agent_key,
+                office_key,
+            } => {
+                let d = &state.details;
+                d.list_agent_key
+                    .as_ref()
+                    .is_some_and(|k| k.as_str() == agent_key)
+                    || office_key.as_ref().is_some_and(|office| {
+                        d.list_office_key
+                            .as_ref()
+                            .is_some_and(|k| k.as_str() == office)
+                    })
+            }
+        }
+    }
 }
 
 /// A command's outcome.
@@ -92,12 +132,22 @@ impl Store {
         command: ListingCommand,
         metadata: &Metadata,
         expected_versions: Option<&[u64]>,
+        access: &Access,
     ) -> Result<Executed, ExecuteError> {
         let context = self
             .events
             .load_aggregate(listing_key)
             .await
             .map_err(map_error)?;
+        if context
+            .aggregate
+            .state()
+            .is_some_and(|state| !access.permits(state))
+        {
+            return Err(ExecuteError::Forbidden(
+                "this listing belongs to another agent; only its agent (or an administrator) may change it",
+            ));
+        }
         let current = u64::try_from(context.current_sequence).unwrap_or(u64::MAX);
         if let Some(expected) = expected_versions
             && !expected.contains(&current)
@@ -114,6 +164,11 @@ impl Store {
             .await
             .map_err(ExecuteError::Rule)?;
         let events: Vec<ListingEvent> = sink.collect().await;
+        if after.state().is_some_and(|state| !access.permits(state)) {
+            return Err(ExecuteError::Forbidden(
+                "an agent may only create or keep listings whose ListAgentKey is their own",
+            ));
+        }
         let appended = events.len();
         if appended > 0 {
             self.events

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub mod command;
 pub mod outbox;
 
-pub use command::{ExecuteError, Executed, IdempotencyRecord, Store};
+pub use command::{Access, ExecuteError, Executed, IdempotencyRecord, Store};
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -103,7 +103,8 @@ async fn create_returns_state_and_is_published_with_the_documented_contract() {
         message.envelope["Data"]["ListPrice"].to_string(),
         "450000.5"
     );
-    assert_eq!(message.envelope["Actor"], "anonymous");
+    // The actor of the command (the test's administrator) is recorded in the envelope.
+    assert_eq!(message.envelope["Actor"], "user:test-admin");
 
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;

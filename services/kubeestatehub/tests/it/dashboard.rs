@@ -41,12 +41,27 @@ async fn the_dashboard_works_in_a_real_browser() {
         .await
         .expect("seed");
     crate::market::settled(&pool).await;
+    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
+    auth.create_user(
+        "test",
+        keh_auth::service::NewUser {
+            username: "agent.smith".to_owned(),
+            password: "correct horse battery".to_owned(),
+            role: keh_auth::Role::Agent,
+            agent_key: Some("AGENT-SMITH".to_owned()),
+            office_key: None,
+        },
+    )
+    .await
+    .expect("agent");
 
     let output = tokio::process::Command::new("node")
         .arg("tests/dashboard.mjs")
         .current_dir(web_dir())
         .env("KEH_DASHBOARD_URL", &app.base)
         .env("KEH_CHROMIUM", &chromium)
+        .env("KEH_TEST_USERNAME", "agent.smith")
+        .env("KEH_TEST_PASSWORD", "correct horse battery")
         .kill_on_drop(true)
         .output()
         .await

@@ -111,6 +111,40 @@ impl Drop for TestDb {
     }
 }
 
+/// The key test instances sign access tokens with.
+pub(crate) const TEST_SECRET: &str = "test-signing-key-0123456789abcdef0123456789";
+
+/// An access token for `role`, signed with the test key (tests mint the tokens they need
+/// instead of signing in, except where sign-in itself is tested).
+pub(crate) fn token_for(role: keh_auth::Role, agent_key: Option<&str>) -> String {
+    keh_auth::tokens::TokenKeys::new(TEST_SECRET.as_bytes())
+        .issue(
+            Uuid::new_v4(),
+            &format!("test-{}", role.as_str()),
+            role,
+            agent_key.map(str::to_owned),
+            None,
+            Duration::from_secs(900),
+        )
+        .expect("token")
+}
+
+/// A client that sends `token` with every request.
+pub(crate) fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// Settings for a test: every field explicit, so nothing leaks in from the environment.
 pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
     Settings {
@@ -139,6 +173,12 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         analytics_batch: 100,
         analytics_tick_ms: 100,
         report_lease_ms: 2_000,
+        environment: kubeestatehub::cli::Environment::Development,
+        jwt_secret: keh_auth::Secret::new(TEST_SECRET),
+        access_token_ttl_secs: 900,
+        refresh_token_ttl_secs: 3600,
+        anonymous_read: true,
+        agent_office_access: false,
     }
 }
 
@@ -159,10 +199,8 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(start(settings.clone(), roles, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
+        // Tests act as an administrator unless they say otherwise.
+        let client = client_with(Some(&token_for(keh_auth::Role::Admin, None)));
         let app = Self {
             base,
             client,

@@ -5,6 +5,7 @@
 // In tests a failed expectation is the failure we want to see.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod auth;
 pub(crate) mod bad_input;
 mod commands;
 mod dashboard;

@@ -104,7 +104,13 @@ async fn commands_become_visible_through_search_get_and_history() {
     assert_eq!(read.body["ListPrice"], 99000);
     assert_eq!(read.body["City"], "Shelbyville");
     assert_eq!(read.header("etag"), Some("\"4\""));
-    assert!(read.body.get("PrivateRemarks").is_none());
+    // Administrators see private remarks; anonymous readers never do.
+    assert!(read.body.get("PrivateRemarks").is_some(), "{}", read.body);
+    let anonymous = app
+        .send(client_with(None).get(app.url(&format!("/api/v1/listings/{key}"))))
+        .await;
+    assert_eq!(anonymous.status, 200);
+    assert!(anonymous.body.get("PrivateRemarks").is_none());
 
     let search = |query: &str| {
         app.send(
@@ -160,10 +166,16 @@ async fn commands_become_visible_through_search_get_and_history() {
             "ListingStatusChanged"
         ]
     );
-    assert_eq!(items[0]["Actor"], "anonymous");
+    assert_eq!(items[0]["Actor"], "user:test-admin");
+    assert!(items[0]["Data"].get("PrivateRemarks").is_some());
+    let anonymous = app
+        .send(client_with(None).get(app.url(&format!("/api/v1/listings/{key}/history"))))
+        .await;
     assert!(
-        items[0]["Data"].get("PrivateRemarks").is_none(),
-        "history hides private fields"
+        anonymous.body["items"][0]["Data"]
+            .get("PrivateRemarks")
+            .is_none(),
+        "history hides private fields from those who may not see them"
     );
     assert!(items[0]["RecordedAt"].is_string() && items[0]["EffectiveAt"].is_string());
     app.stop().await;

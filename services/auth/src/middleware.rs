@@ -1,0 +1,69 @@
+//! Resolves the caller of every request from its credentials: `Authorization: Bearer
+//! <access token or API key>`, or `X-API-Key: <API key>`. No credentials: anonymous. Bad
+//! credentials: 401 at once, whatever the route.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keh_platform::Problem;
+
+use crate::principal::{Caller, Principal, unauthorized};
+use crate::service::AuthService;
+
+/// The credential a request carries, if any.
+fn credential(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value
+            .to_str()
+            .map_err(|_| unauthorized("the Authorization header is not valid"))?;
+        let (scheme, token) = text
+            .split_once(' ')
+            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(unauthorized("send Authorization: Bearer <token>"));
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    if let Some(value) = headers.get("x-api-key") {
+        let text = value
+            .to_str()
+            .map_err(|_| unauthorized("the X-API-Key header is not valid"))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(None)
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state(auth, resolve)`).
+pub async fn resolve(
+    State(auth): State<AuthService>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = match credential(request.headers()) {
+        Ok(None) => Principal::Anonymous,
+        Ok(Some(credential)) => match auth.authenticate(&credential).await {
+            Ok(principal) => principal,
+            Err(problem) => return with_challenge(problem.into_response()),
+        },
+        Err(problem) => return with_challenge(problem.into_response()),
+    };
+    let settings = auth.settings();
+    request.extensions_mut().insert(Caller {
+        principal,
+        anonymous_read: settings.anonymous_read,
+        office_access: settings.office_access,
+    });
+    with_challenge(next.run(request).await)
+}
+
+/// Every 401 says how to authenticate (RFC 9110 §11.6.1).
+fn with_challenge(mut response: Response) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"kubeestatehub\""),
+        );
+    }
+    response
+}

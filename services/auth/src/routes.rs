@@ -1,0 +1,261 @@
+//! `/api/v1/auth/*` (sign-in, refresh, sign-out, who am I) and `/api/v1/admin/*` (users,
+//! API keys, the audit log; administrators only).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use keh_platform::Problem;
+use keh_platform::json::ApiJson;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::principal::{Caller, Principal, Role, Scope};
+use crate::service::{AuthService, NewUser, UserChange};
+
+pub fn router(auth: AuthService) -> Router {
+    Router::new()
+        .route("/api/v1/auth/token", post(sign_in))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/sign-out", post(sign_out))
+        .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/admin/users", get(users).post(create_user))
+        .route("/api/v1/admin/users/{id}", patch(update_user))
+        .route("/api/v1/admin/api-keys", get(api_keys).post(create_api_key))
+        .route(
+            "/api/v1/admin/api-keys/{id}",
+            axum::routing::delete(revoke_api_key),
+        )
+        .route("/api/v1/admin/audit", get(audit))
+        .with_state(auth)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    username: String,
+    password: String,
+}
+
+async fn sign_in(
+    State(auth): State<AuthService>,
+    ApiJson(body): ApiJson<SignIn>,
+) -> Result<Response, Problem> {
+    let pair = auth.sign_in(&body.username, &body.password).await?;
+    Ok(Json(pair).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(
+    State(auth): State<AuthService>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, Problem> {
+    Ok(Json(auth.refresh(&body.refresh_token).await?).into_response())
+}
+
+async fn sign_out(
+    State(auth): State<AuthService>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, Problem> {
+    auth.sign_out(&body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn me(caller: Caller) -> Response {
+    let body = match &caller.principal {
+        Principal::Anonymous => {
+            json!({"kind": "anonymous", "actor": caller.actor(), "anonymous_read": caller.anonymous_read})
+        }
+        Principal::User {
+            user_id,
+            username,
+            role,
+            agent_key,
+            office_key,
+        } => json!({
+            "kind": "user", "actor": caller.actor(), "user_id": user_id, "username": username,
+            "role": role, "agent_key": agent_key, "office_key": office_key,
+        }),
+        Principal::ApiKey {
+            key_id,
+            name,
+            scopes,
+        } => json!({
+            "kind": "api-key", "actor": caller.actor(), "key_id": key_id, "name": name, "scopes": scopes,
+        }),
+    };
+    Json(body).into_response()
+}
+
+fn id(raw: &str, what: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| {
+        Problem::bad_request(
+            "invalid-path-parameter",
+            format!("the {what} id must be a UUID"),
+        )
+        .with_field("id", "invalid-value", "must be a UUID")
+    })
+}
+
+fn role(value: &str) -> Result<Role, Problem> {
+    Role::parse(value).ok_or_else(|| {
+        Problem::validation(vec![keh_platform::FieldError {
+            field: "role".to_owned(),
+            rule: "invalid-value".to_owned(),
+            message: "must be admin, agent or viewer".to_owned(),
+        }])
+    })
+}
+
+fn user_of(caller: &Caller) -> Option<Uuid> {
+    match &caller.principal {
+        Principal::User { user_id, .. } => Some(*user_id),
+        _ => None,
+    }
+}
+
+async fn users(State(auth): State<AuthService>, caller: Caller) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    Ok(Json(json!({"items": auth.users().await?})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    username: String,
+    password: String,
+    role: String,
+    #[serde(default)]
+    agent_key: Option<String>,
+    #[serde(default)]
+    office_key: Option<String>,
+}
+
+async fn create_user(
+    State(auth): State<AuthService>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    let user = auth
+        .create_user(
+            &caller.actor(),
+            NewUser {
+                username: body.username,
+                password: body.password,
+                role: role(&body.role)?,
+                agent_key: body.agent_key,
+                office_key: body.office_key,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+/// `Some(None)` for an explicit null (clear), as in the listing PATCH.
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    agent_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    office_key: Option<Option<String>>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn update_user(
+    State(auth): State<AuthService>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    let user_id = id(&raw, "user")?;
+    let change = UserChange {
+        role: body.role.as_deref().map(role).transpose()?,
+        agent_key: body.agent_key,
+        office_key: body.office_key,
+        disabled: body.disabled,
+        password: body.password,
+    };
+    Ok(Json(auth.update_user(&caller.actor(), user_id, change).await?).into_response())
+}
+
+async fn api_keys(State(auth): State<AuthService>, caller: Caller) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    Ok(Json(json!({"items": auth.api_keys().await?})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKey {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+async fn create_api_key(
+    State(auth): State<AuthService>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateApiKey>,
+) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    let (key, secret) = auth
+        .create_api_key(&caller.actor(), user_of(&caller), &body.name, &body.scopes)
+        .await?;
+    let mut value = json!(key);
+    value["key"] = json!(secret);
+    value["note"] = json!("the key is shown only now: store it safely");
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+async fn revoke_api_key(
+    State(auth): State<AuthService>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    let key_id = id(&raw, "API key")?;
+    Ok(Json(auth.revoke_api_key(&caller.actor(), key_id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(auth): State<AuthService>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid-query-parameter",
+            "limit must be from 1 to 1000",
+        )
+        .with_field("limit", "out-of-range", "must be from 1 to 1000"));
+    }
+    Ok(Json(json!({"items": auth.audit_log(limit).await?})).into_response())
+}
