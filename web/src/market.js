@@ -170,7 +170,7 @@ function reportForm(selection, setPoll) {
     links.replaceChildren();
     const sel = selection();
     const body = { ...sel, From: from.value, To: to.value };
-    if (sel.AreaKind === 'market') delete body.Area;
+    if (sel.AreaKind === 'market') body.Area = 'All';
     try {
       const { body: job, headers } = await api('POST', '/api/v1/market/reports', { body });
       const location = headers.get('location') || `/api/v1/market/reports/${job.ReportId}`;

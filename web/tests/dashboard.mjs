@@ -287,6 +287,20 @@ try {
     }
   }
 
+  // ---- The API docs page (Swagger UI from npm, served by the binary) renders offline.
+  {
+    const context = await newContext(browser, DESKTOP);
+    const page = await context.newPage();
+    const watcher = watchConsole(page, 'API docs');
+    await page.goto('/api/v1/docs');
+    await page.locator('.opblock').first().waitFor();
+    const operations = await page.locator('.opblock').count();
+    check(operations >= 30, `the API docs page lists the operations (${operations})`);
+    await page.screenshot({ path: path.join(shots, 'api-docs-desktop.png') });
+    watcher.verify();
+    await context.close();
+  }
+
   // ---- Keyboard: the navigation and the form controls are reachable and labelled.
   const context = await newContext(browser, DESKTOP);
   const page = await context.newPage();

@@ -30,7 +30,7 @@ pub struct ReportRequest {
 }
 
 /// A job as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReportJob {
     pub report_id: Uuid,

@@ -638,7 +638,7 @@ pub async fn rebuild(
 }
 
 /// One period of a series, as the API and the reports show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct MetricsRow {
     pub period_start: NaiveDate,
@@ -651,24 +651,34 @@ pub struct MetricsRow {
     pub home_sales: i32,
     pub price_changes: i32,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub median_list_price: Option<Decimal>,
     #[serde(rename = "MedianListPricePerSqFt", serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub median_list_price_per_sqft: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub median_sale_price: Option<Decimal>,
     #[serde(rename = "MedianSalePricePerSqFt", serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub median_sale_price_per_sqft: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub median_days_on_market: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub sale_to_list_ratio: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub sale_to_original_list_ratio: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub sold_above_list: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub price_drops: Option<Decimal>,
     #[serde(serialize_with = "number")]
+    #[schemars(with = "Option<f64>")]
     pub months_of_supply: Option<Decimal>,
 }
 
@@ -732,7 +742,7 @@ pub async fn series_rows(
 }
 
 /// A series the analytics worker has computed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct SeriesRow {
     pub area_kind: String,

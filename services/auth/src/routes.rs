@@ -32,11 +32,13 @@ pub fn router(auth: AuthService) -> Router {
         .with_state(auth)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SignIn {
-    username: String,
-    password: String,
+pub struct SignIn {
+    #[schemars(length(min = 1, max = 100))]
+    pub username: String,
+    #[schemars(length(min = 1, max = 1024))]
+    pub password: String,
 }
 
 async fn sign_in(
@@ -47,10 +49,10 @@ async fn sign_in(
     Ok(Json(pair).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshBody {
-    refresh_token: String,
+pub struct RefreshBody {
+    pub refresh_token: String,
 }
 
 async fn refresh(
@@ -104,16 +106,6 @@ fn id(raw: &str, what: &str) -> Result<Uuid, Problem> {
     })
 }
 
-fn role(value: &str) -> Result<Role, Problem> {
-    Role::parse(value).ok_or_else(|| {
-        Problem::validation(vec![keh_platform::FieldError {
-            field: "role".to_owned(),
-            rule: "invalid-value".to_owned(),
-            message: "must be admin, agent or viewer".to_owned(),
-        }])
-    })
-}
-
 fn user_of(caller: &Caller) -> Option<Uuid> {
     match &caller.principal {
         Principal::User { user_id, .. } => Some(*user_id),
@@ -126,16 +118,18 @@ async fn users(State(auth): State<AuthService>, caller: Caller) -> Result<Respon
     Ok(Json(json!({"items": auth.users().await?})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateUser {
-    username: String,
-    password: String,
-    role: String,
+pub struct CreateUser {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub username: String,
+    #[schemars(length(min = 10, max = 1024))]
+    pub password: String,
+    pub role: Role,
     #[serde(default)]
-    agent_key: Option<String>,
+    pub agent_key: Option<String>,
     #[serde(default)]
-    office_key: Option<String>,
+    pub office_key: Option<String>,
 }
 
 async fn create_user(
@@ -150,7 +144,7 @@ async fn create_user(
             NewUser {
                 username: body.username,
                 password: body.password,
-                role: role(&body.role)?,
+                role: body.role,
                 agent_key: body.agent_key,
                 office_key: body.office_key,
             },
@@ -166,19 +160,20 @@ fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateUser {
+pub struct UpdateUser {
     #[serde(default)]
-    role: Option<String>,
+    pub role: Option<Role>,
     #[serde(default, deserialize_with = "double_option")]
-    agent_key: Option<Option<String>>,
+    pub agent_key: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    office_key: Option<Option<String>>,
+    pub office_key: Option<Option<String>>,
     #[serde(default)]
-    disabled: Option<bool>,
+    pub disabled: Option<bool>,
     #[serde(default)]
-    password: Option<String>,
+    #[schemars(length(min = 10, max = 1024))]
+    pub password: Option<String>,
 }
 
 async fn update_user(
@@ -190,7 +185,7 @@ async fn update_user(
     caller.require_admin()?;
     let user_id = id(&raw, "user")?;
     let change = UserChange {
-        role: body.role.as_deref().map(role).transpose()?,
+        role: body.role,
         agent_key: body.agent_key,
         office_key: body.office_key,
         disabled: body.disabled,
@@ -204,11 +199,13 @@ async fn api_keys(State(auth): State<AuthService>, caller: Caller) -> Result<Res
     Ok(Json(json!({"items": auth.api_keys().await?})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateApiKey {
-    name: String,
-    scopes: Vec<Scope>,
+pub struct CreateApiKey {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub scopes: Vec<Scope>,
 }
 
 async fn create_api_key(
@@ -236,11 +233,11 @@ async fn revoke_api_key(
     Ok(Json(auth.revoke_api_key(&caller.actor(), key_id).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+pub struct AuditQuery {
     #[serde(default)]
-    limit: Option<i64>,
+    pub limit: Option<i64>,
 }
 
 async fn audit(

@@ -21,7 +21,7 @@ pub const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;
 
 /// What sign-in and refresh return (OAuth 2.0 token response names).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub token_type: &'static str,
@@ -31,7 +31,7 @@ pub struct TokenPair {
 }
 
 /// A user as administrators see it (never the password hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct User {
     pub user_id: Uuid,
     pub username: String,
@@ -63,7 +63,7 @@ pub struct UserChange {
 }
 
 /// An API key as administrators see it (never the key itself after creation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ApiKey {
     pub key_id: Uuid,
     pub name: String,
@@ -74,7 +74,7 @@ pub struct ApiKey {
 }
 
 /// One administrative action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub audit_id: i64,
     pub at: DateTime<Utc>,
@@ -118,13 +118,19 @@ fn check_password(password: &str) -> Result<(), Problem> {
 
 fn check_key(field: &str, value: Option<&str>) -> Result<(), Problem> {
     match value {
-        Some(v) if v.trim().is_empty() || v.chars().count() > 255 => Err(invalid(
-            field,
-            "invalid-value",
-            "must be 1 to 255 characters",
-        )),
+        Some(v) if v.trim().is_empty() || v.chars().count() > 255 || has_control(v) => {
+            Err(invalid(
+                field,
+                "invalid-value",
+                "must be 1 to 255 characters, none of them control characters",
+            ))
+        }
         _ => Ok(()),
     }
+}
+
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
 }
 
 /// Hashes a password with argon2id, off the async runtime (it is deliberately slow).
@@ -247,6 +253,8 @@ impl AuthService {
 
     /// Signs a user in: an access token and a new session's refresh token.
     pub async fn sign_in(&self, username: &str, password: &str) -> Result<TokenPair, Problem> {
+        // No stored username has control characters (and PostgreSQL refuses NUL).
+        let username = if has_control(username) { "" } else { username };
         let found: Option<Credentials> = sqlx::query_as(
             "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled
                FROM auth.users WHERE username = $1",
@@ -391,11 +399,11 @@ impl AuthService {
     /// Creates a user (audited as `actor`).
     pub async fn create_user(&self, actor: &str, new: NewUser) -> Result<User, Problem> {
         let username = new.username.trim().to_owned();
-        if username.is_empty() || username.chars().count() > 100 {
+        if username.is_empty() || username.chars().count() > 100 || has_control(&username) {
             return Err(invalid(
                 "username",
                 "invalid-value",
-                "must be 1 to 100 characters",
+                "must be 1 to 100 characters, none of them control characters",
             ));
         }
         check_password(&new.password)?;
@@ -542,11 +550,11 @@ impl AuthService {
         scopes: &[Scope],
     ) -> Result<(ApiKey, String), Problem> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
+        if name.is_empty() || name.chars().count() > 100 || has_control(name) {
             return Err(invalid(
                 "name",
                 "invalid-value",
-                "must be 1 to 100 characters",
+                "must be 1 to 100 characters, none of them control characters",
             ));
         }
         if scopes.is_empty() {

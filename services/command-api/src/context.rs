@@ -129,7 +129,12 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
         };
         let idempotency = match header_text(headers, "idempotency-key")? {
             None => None,
-            Some(key) if key.is_empty() || key.len() > 255 => {
+            // Visible ASCII without spaces, as the API document says.
+            Some(key)
+                if key.is_empty()
+                    || key.len() > 255
+                    || !key.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
                 return Err(Problem::bad_request(
                     "invalid-idempotency-key",
                     "Idempotency-Key must be 1 to 255 characters",

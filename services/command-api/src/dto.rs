@@ -87,7 +87,7 @@ impl Checks {
 macro_rules! define_requests {
     ($($field:ident : $ty:ty = $name:literal),+ $(,)?) => {
         /// `POST /api/v1/listings`.
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct CreateListingRequest {
             /// Optional: a system key for imported listings; a UUID is assigned otherwise.
@@ -122,7 +122,7 @@ macro_rules! define_requests {
 
         /// `PATCH /api/v1/listings/{ListingKey}` (JSON merge-patch: absent = unchanged,
         /// null = cleared).
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct PatchListingRequest {
             #[serde(rename = "ListPrice", default, deserialize_with = "double_option")]
@@ -243,7 +243,7 @@ impl PatchListingRequest {
 }
 
 /// `POST /api/v1/listings/{ListingKey}/price`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct ChangePriceRequest {
     pub list_price: Price,
@@ -267,7 +267,7 @@ impl ChangePriceRequest {
 }
 
 /// `POST /api/v1/listings/{ListingKey}/status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct ChangeStatusRequest {
     pub standard_status: StandardStatus,
@@ -310,7 +310,7 @@ impl ChangeStatusRequest {
 }
 
 /// `POST /api/v1/listings/{ListingKey}/media`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct AddMediaRequest {
     #[serde(default)]
@@ -359,7 +359,7 @@ impl AddMediaRequest {
 }
 
 /// `PUT /api/v1/listings/{ListingKey}/media/order`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct ReorderMediaRequest {
     pub media_keys: Vec<ShortText>,
@@ -383,7 +383,7 @@ impl ReorderMediaRequest {
 }
 
 /// `POST /api/v1/listings/{ListingKey}/open-houses`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct ScheduleOpenHouseRequest {
     #[serde(default)]

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod cli;
 pub mod import;
+pub mod openapi;
 pub mod seed;
 
 use cli::{Cli, Command, Environment, ProjectionsCommand, RebuildTarget, Settings, UsersCommand};
@@ -478,6 +479,16 @@ pub async fn start(
         api = api
             .merge(query_api.router())
             .merge(keh_auth::routes::router(auth.clone()));
+    }
+    if roles.serves_api() {
+        let document = Arc::new(openapi::document());
+        api = api.route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        );
     }
     // Every API request's caller is resolved once, before any handler runs.
     let api = api.layer(axum::middleware::from_fn_with_state(

@@ -37,7 +37,7 @@ pub struct Listing {
 }
 
 /// A media reference of a listing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct Media {
     pub media_key: ShortText,
@@ -51,14 +51,14 @@ pub struct Media {
 }
 
 /// RESO `OpenHouseStatus`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum OpenHouseStatus {
     Active,
     Canceled,
 }
 
 /// An open house of a listing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct OpenHouse {
     pub open_house_key: ShortText,
@@ -74,7 +74,7 @@ pub struct OpenHouse {
 }
 
 /// The full state of a listing, in RESO names. `Version` is the number of events applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListingState {
     pub listing_key: ShortText,

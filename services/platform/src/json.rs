@@ -74,6 +74,22 @@ pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
 /// Parses `bytes` as `T`, mapping errors to problems (400 for broken JSON, 422 for a
 /// well-formed body whose fields are wrong).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    // Every body of this API is an object; serde would also read a struct from an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(e) => Problem::bad_request(
+                    "malformed-json",
+                    format!("the body is not valid JSON: {e}"),
+                ),
+                Ok(_) => Problem::validation(vec![FieldError {
+                    field: String::new(),
+                    rule: "invalid-type".to_owned(),
+                    message: "the body must be a JSON object".to_owned(),
+                }]),
+            },
+        );
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();

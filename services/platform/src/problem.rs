@@ -9,7 +9,7 @@ use serde::Serialize;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One offending field and the rule it broke.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FieldError {
     /// RESO name (or JSON path) of the field; empty when the body as a whole is at fault.
     pub field: String,
@@ -19,7 +19,7 @@ pub struct FieldError {
 }
 
 /// An error response. `kind` becomes the `type` URI `/api/v1/problems/{kind}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     #[serde(skip)]
     pub status: StatusCode,
@@ -29,10 +29,14 @@ pub struct Problem {
     #[serde(rename = "status")]
     pub status_code: u16,
     pub detail: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// For version conflicts: the listing's current version.
-    #[serde(rename = "currentVersion", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_version: Option<u64>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,

@@ -32,7 +32,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::{PgPool, QueryBuilder, Row};
 
-mod market;
+pub mod market;
 pub mod params;
 mod web;
 
@@ -142,6 +142,16 @@ fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
     response
 }
 
+/// A `ListingKey` from the path: 1 to 255 characters, no control characters.
+fn listing_key(raw: &str) -> Result<&str, Problem> {
+    keh_events::reso::ShortText::new(raw)
+        .map(|_| raw)
+        .map_err(|message| {
+            Problem::bad_request("invalid-path-parameter", format!("ListingKey {message}"))
+                .with_field("ListingKey", "invalid-value", message)
+        })
+}
+
 fn no_listing(key: &str) -> Problem {
     Problem::not_found(format!("no listing has ListingKey {key}")).with_field(
         "ListingKey",
@@ -160,6 +170,7 @@ async fn read(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
+    listing_key(&key)?;
     params.only(&["as_of", "min_version", "wait_ms"])?;
     let as_of = params.timestamp("as_of")?;
     let min_version = params.integer("min_version", 1, i64::MAX)?;
@@ -198,6 +209,26 @@ async fn read(
                 Some((version, state)) => Ok(with_etag(state, version, &caller)),
                 None => Err(no_listing(&key)),
             };
+        }
+        if let Some(min) = min_version {
+            // A version the event store does not have either will never be projected.
+            let stored: Option<i64> = sqlx::query_scalar(
+                "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
+            )
+            .bind(&key)
+            .fetch_one(&api.pool)
+            .await
+            .map_err(|e| database_problem(&e))?;
+            match stored {
+                None => return Err(no_listing(&key)),
+                Some(stored) if stored < min => {
+                    return Err(Problem::not_found(format!(
+                        "listing {key} has {stored} versions, not {min}"
+                    ))
+                    .with_field("min_version", "not-found", "no such version"));
+                }
+                Some(_) => {}
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             let current = row.map_or(0, |(v, _)| v);
@@ -259,6 +290,7 @@ async fn history(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
+    listing_key(&key)?;
     params.only(&[])?;
     // Private fields in the history are for whoever may see them on the listing today.
     let current: Option<Value> = sqlx::query_scalar(&format!(
@@ -367,7 +399,9 @@ fn decode_cursor(order: &Order, raw: &str) -> Result<(Value, String), Problem> {
     };
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
     let parts: (String, Value, String) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if parts.0 != order.token() {
+    // A hand-made cursor must not smuggle what PostgreSQL refuses (NUL) into the query.
+    let controls = |s: &str| s.chars().any(char::is_control);
+    if parts.0 != order.token() || controls(&parts.2) || parts.1.as_str().is_some_and(controls) {
         return Err(bad());
     }
     Ok((parts.1, parts.2))

@@ -74,11 +74,13 @@ fn parse_series(
                 format!("is required for area kind {}", kind.as_str()),
             ));
         }
-        (_, Some(v)) if v.is_empty() || v.chars().count() > 255 => {
+        (_, Some(v))
+            if v.is_empty() || v.chars().count() > 255 || v.chars().any(char::is_control) =>
+        {
             return Err((
                 "area",
                 "invalid-value",
-                "must be 1 to 255 characters".to_owned(),
+                "must be 1 to 255 characters, none of them control characters".to_owned(),
             ));
         }
         (_, Some(v)) => v.to_owned(),
@@ -275,15 +277,22 @@ async fn summary(
 }
 
 /// The body of `POST /api/v1/market/reports`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct ReportBody {
-    area_kind: Option<String>,
-    area: Option<String>,
-    property_type: Option<String>,
-    period: Option<String>,
-    from: NaiveDate,
-    to: NaiveDate,
+pub struct ReportBody {
+    /// market (default), city, postal-code or subdivision.
+    #[serde(default)]
+    pub area_kind: Option<String>,
+    /// The area; `All` for the whole market.
+    pub area: String,
+    /// A RESO PropertyType or All (default).
+    #[serde(default)]
+    pub property_type: Option<String>,
+    /// week or month (default).
+    #[serde(default)]
+    pub period: Option<String>,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
 }
 
 /// A refused body field (`kind` → `AreaKind`, and so on).
@@ -316,7 +325,7 @@ async fn request_report(
     caller.require_identified()?;
     let series = parse_series(
         body.area_kind.as_deref(),
-        body.area.as_deref(),
+        Some(body.area.as_str()),
         body.property_type.as_deref(),
     )
     .map_err(body_problem)?;

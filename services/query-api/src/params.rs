@@ -68,6 +68,11 @@ impl Params {
                 "invalid-value",
                 "must be at most 255 characters",
             )),
+            Some(v) if v.chars().any(char::is_control) => Err(invalid(
+                name,
+                "invalid-value",
+                "must not contain control characters",
+            )),
             other => Ok(other),
         }
     }

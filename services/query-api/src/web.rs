@@ -1,5 +1,6 @@
 //! The dashboard (`web/`): plain ES modules and a stylesheet, and Chart.js from its npm
-//! package, embedded in the binary so the dashboard needs no network beyond the platform.
+//! package, embedded in the binary so the dashboard needs no network beyond the platform;
+//! and the API docs page (Swagger UI, from its npm package).
 //! Served with a strict Content-Security-Policy: scripts and styles only from here, no
 //! inline script, nothing framed.
 
@@ -17,6 +18,7 @@ macro_rules! web {
 }
 
 const INDEX: &str = web!("index.html");
+const DOCS: &str = web!("docs.html");
 
 /// `/assets/{name}` → (content, media type).
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -36,10 +38,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
     ),
     ("favicon.svg", web!("src/favicon.svg"), "image/svg+xml"),
+    ("docs.js", web!("src/docs.js"), JS),
     (
         "vendor/chart.umd.min.js",
         web!("node_modules/chart.js/dist/chart.umd.min.js"),
         JS,
+    ),
+    (
+        "vendor/swagger-ui-bundle.js",
+        web!("node_modules/swagger-ui-dist/swagger-ui-bundle.js"),
+        JS,
+    ),
+    (
+        "vendor/swagger-ui.css",
+        web!("node_modules/swagger-ui-dist/swagger-ui.css"),
+        "text/css; charset=utf-8",
     ),
 ];
 
@@ -73,6 +86,11 @@ async fn index() -> Response {
     page(INDEX, "text/html; charset=utf-8")
 }
 
+/// `/api/v1/docs`: the browsable API documentation.
+async fn docs() -> Response {
+    page(DOCS, "text/html; charset=utf-8")
+}
+
 async fn asset(Path(name): Path<String>) -> Result<Response, Problem> {
     ASSETS
         .iter()
@@ -84,5 +102,6 @@ async fn asset(Path(name): Path<String>) -> Result<Response, Problem> {
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
+        .route("/api/v1/docs", get(docs))
         .route("/assets/{*name}", get(asset))
 }

@@ -38,7 +38,8 @@ CREATE TABLE auth.api_keys (
     prefix       text        NOT NULL,
     key_hash     bytea       NOT NULL UNIQUE,
     scopes       text[]      NOT NULL CHECK (scopes <@ ARRAY['read', 'write', 'import']::text[] AND cardinality(scopes) > 0),
-    created_by   uuid        REFERENCES auth.users ON DELETE SET NULL,
+    -- Informational (the audit log names the actor): an access token may outlive its user.
+    created_by   uuid,
     created_at   timestamptz NOT NULL DEFAULT now(),
     revoked_at   timestamptz
 );

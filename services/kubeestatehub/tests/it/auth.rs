@@ -317,7 +317,7 @@ async fn unauthorized_and_forbidden_requests_are_refused_and_write_nothing() {
             None,
             post.clone(),
             "/api/v1/market/reports",
-            &json!({"From": "2026-01-01", "To": "2026-02-01"}),
+            &json!({"Area": "All", "From": "2026-01-01", "To": "2026-02-01"}),
             401,
             "sign in",
         ),

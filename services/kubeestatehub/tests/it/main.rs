@@ -12,6 +12,7 @@ mod dashboard;
 mod harness;
 mod import;
 pub(crate) mod market;
+mod openapi;
 mod queries;
 mod relay;
 mod seed;

@@ -768,7 +768,7 @@ async fn a_report_requested_before_a_worker_restart_completes_after_it() {
     let orphan = api
         .post(
             "/api/v1/market/reports",
-            &json!({"Period": "week", "From": "2026-01-01", "To": "2026-02-01"}),
+            &json!({"Area": "All", "Period": "week", "From": "2026-01-01", "To": "2026-02-01"}),
         )
         .await;
     assert_eq!(orphan.status, 202, "{}", orphan.body);
@@ -998,21 +998,21 @@ async fn bad_market_requests_get_problem_json() {
             None,
         ),
         report(
-            json!({"From": "2026-01-01"}),
+            json!({"Area": "All", "From": "2026-01-01"}),
             "report without To",
             422,
             "validation",
             Some("To"),
         ),
         report(
-            json!({"From": "2026-02-01", "To": "2026-01-01"}),
+            json!({"Area": "All", "From": "2026-02-01", "To": "2026-01-01"}),
             "report range backwards",
             422,
             "validation",
             Some("From"),
         ),
         report(
-            json!({"From": "2026-01-01", "To": "2026-02-01", "Period": "year"}),
+            json!({"Area": "All", "From": "2026-01-01", "To": "2026-02-01", "Period": "year"}),
             "report period unknown",
             422,
             "validation",
@@ -1026,7 +1026,7 @@ async fn bad_market_requests_get_problem_json() {
             Some("Area"),
         ),
         report(
-            json!({"From": "2026-01-01", "To": "2026-02-01", "Colour": "red"}),
+            json!({"Area": "All", "From": "2026-01-01", "To": "2026-02-01", "Colour": "red"}),
             "report with an unknown field",
             422,
             "validation",
@@ -1043,7 +1043,7 @@ async fn bad_market_requests_get_problem_json() {
     cases.push(Case {
         content_type: Some("text/csv"),
         ..report(
-            json!({"From": "2026-01-01", "To": "2026-02-01"}),
+            json!({"Area": "All", "From": "2026-01-01", "To": "2026-02-01"}),
             "report as CSV",
             415,
             "unsupported-media-type",
