@@ -14,6 +14,7 @@
 
 pub mod middleware;
 pub mod principal;
+pub mod ratelimit;
 pub mod routes;
 pub mod service;
 pub mod tokens;

@@ -400,6 +400,41 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEH_AGENT_OFFICE_ACCESS", default_value_t = false, action = ArgAction::Set)]
     pub agent_office_access: bool,
 
+    /// Requests per second each caller may send (users and API keys by identity, anonymous
+    /// callers by address); 0 turns rate limiting off.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_RATE_LIMIT_PER_SECOND",
+        default_value_t = 100
+    )]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a caller may send at once above the steady rate.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_RATE_LIMIT_BURST",
+        default_value_t = 200
+    )]
+    pub rate_limit_burst: u32,
+
+    /// Take the client address from the first `X-Forwarded-For` hop (only behind a proxy
+    /// that sets it).
+    #[arg(long, global = true, env = "KEH_TRUST_FORWARDED_FOR", default_value_t = false, action = ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
+    /// Browser origins allowed to call the APIs (CORS), comma-separated, e.g.
+    /// `https://app.example.com`; empty: no CORS.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_origins: Vec<String>,
+
     /// How long a market report job stays reserved by the worker building it, in
     /// milliseconds; a job whose worker died is taken over after that.
     #[arg(
@@ -473,6 +508,13 @@ impl Settings {
         keh_platform::http::HttpSettings {
             body_limit: self.body_limit_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|o| o.trim())
+                .filter(|o| !o.is_empty())
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+                .collect(),
         }
     }
 

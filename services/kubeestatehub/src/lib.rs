@@ -490,6 +490,27 @@ pub async fn start(
             }),
         );
     }
+    // Rate limits apply once the caller is known (the auth layer below runs first).
+    if let Some(limit) = keh_auth::ratelimit::RateLimit::new(
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+        settings.trust_forwarded_for,
+    ) {
+        let idle = Arc::clone(&limit);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return Ok::<(), anyhow::Error>(()),
+                    () = tokio::time::sleep(Duration::from_secs(60)) => idle.forget_idle(),
+                }
+            }
+        });
+        api = api.layer(axum::middleware::from_fn_with_state(
+            limit,
+            keh_auth::ratelimit::rate_limit,
+        ));
+    }
     // Every API request's caller is resolved once, before any handler runs.
     let api = api.layer(axum::middleware::from_fn_with_state(
         auth,

@@ -204,7 +204,7 @@ impl Doc {
             responses.insert(code.to_string(), answer);
         }
         let mut codes: Vec<u16> = errors.to_vec();
-        codes.extend([400, 503, 504]);
+        codes.extend([400, 429, 503, 504]);
         if auth != Auth::None {
             codes.push(401);
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -13,6 +13,7 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -29,6 +30,8 @@ pub struct HttpSettings {
     /// Longest a request may take (504 beyond; a command already submitted still completes,
     /// so its outcome is unknown to the client, who retries with the same Idempotency-Key).
     pub request_timeout: Duration,
+    /// Browser origins allowed to call the APIs (CORS); none: no CORS headers at all.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl Default for HttpSettings {
@@ -36,6 +39,7 @@ impl Default for HttpSettings {
         Self {
             body_limit: 256 * 1024,
             request_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -87,6 +91,34 @@ pub fn app(
                 async move { metrics::render(&registry) }
             }),
         );
+    let cors = (!settings.cors_origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(settings.cors_origins.clone()))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::PUT,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("x-correlation-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                HeaderName::from_static("idempotent-replayed"),
+                REQUEST_ID,
+            ])
+            .max_age(Duration::from_secs(600))
+    });
     Ok(api
         .merge(ops)
         .fallback(|| async { Problem::from_status(StatusCode::NOT_FOUND) })
@@ -100,6 +132,7 @@ pub fn app(
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal().into_response()
         }))
+        .layer(tower::util::option_layer(cors))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
@@ -114,7 +147,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // The peer address feeds per-address rate limits of anonymous callers.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }

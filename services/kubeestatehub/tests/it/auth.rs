@@ -548,3 +548,89 @@ async fn production_refuses_the_development_signing_key() {
     let error = outcome.expect_err("must refuse to start").to_string();
     assert!(error.contains("development key"), "{error}");
 }
+
+#[tokio::test]
+async fn callers_beyond_their_rate_get_429_with_retry_after_and_others_do_not() {
+    let db = TestDb::create().await;
+    let mut settings = settings(&db, &nats_url(), &unique_id());
+    settings.rate_limit_per_second = 1;
+    settings.rate_limit_burst = 3;
+    let app = TestApp::spawn(settings, Roles::ALL).await;
+    let anonymous = client_with(None);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let reply = app
+            .send(anonymous.get(app.url("/api/v1/market/areas")))
+            .await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/problem+json")
+            );
+            assert_eq!(reply.body["type"], "/api/v1/problems/rate-limited");
+            let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry), "Retry-After {retry}");
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    // Another caller has its own budget; probes are never limited.
+    let viewer = client_with(Some(&token_for(Role::Viewer, None)));
+    let reply = app.send(viewer.get(app.url("/api/v1/market/areas"))).await;
+    assert_eq!(reply.status, 200);
+    for _ in 0..5 {
+        let reply = app
+            .send(anonymous.get(app.url("/api/v1/health/live")))
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let db = TestDb::create().await;
+    let mut settings = settings(&db, &nats_url(), &unique_id());
+    settings.cors_origins = vec!["https://app.example.com".to_owned()];
+    let app = TestApp::spawn(settings, Roles::ALL).await;
+    let preflight = |origin: &'static str| {
+        client_with(None)
+            .request(Method::OPTIONS, app.url("/api/v1/listings"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,if-match",
+            )
+    };
+    let allowed = app.send(preflight("https://app.example.com")).await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        allowed
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("if-match") && h.contains("authorization"))
+    );
+    let refused = app.send(preflight("https://evil.example.net")).await;
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    let simple = app
+        .send(
+            client_with(None)
+                .get(app.url("/api/v1/listings"))
+                .header("origin", "https://app.example.com"),
+        )
+        .await;
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        simple
+            .header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("etag"))
+    );
+    app.stop().await;
+}

@@ -179,6 +179,11 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         refresh_token_ttl_secs: 3600,
         anonymous_read: true,
         agent_office_access: false,
+        // Tests send bursts; the rate-limit test turns it on for itself.
+        rate_limit_per_second: 0,
+        rate_limit_burst: 0,
+        trust_forwarded_for: false,
+        cors_origins: Vec::new(),
     }
 }
 

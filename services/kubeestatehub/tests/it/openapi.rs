@@ -101,7 +101,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         .args(["-H", &format!("Authorization: Bearer {token}")])
         // An endless event stream; the live feed has its own tests.
         .args(["--exclude-operation-id", "liveFeed"])
-        .args(["--max-examples", "25", "--workers", "2", "--seed", "7"])
+        // One worker: CPython 3.11's `ast.parse`, which hypothesis calls, is not safe to run
+        // from several threads at once ("AST constructor recursion depth mismatch").
+        .args(["--max-examples", "25", "--workers", "1", "--seed", "7"])
         .kill_on_drop(true)
         .output()
         .await
