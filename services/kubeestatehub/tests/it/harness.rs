@@ -37,7 +37,7 @@ where
     }
 }
 
-fn admin_url() -> String {
+pub(crate) fn admin_url() -> String {
     if let Ok(url) = std::env::var("KEH_TEST_DATABASE_URL") {
         return url;
     }

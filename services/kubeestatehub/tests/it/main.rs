@@ -13,6 +13,7 @@ mod harness;
 mod import;
 pub(crate) mod market;
 mod openapi;
+mod privileges;
 mod queries;
 mod relay;
 mod seed;
