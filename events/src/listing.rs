@@ -18,9 +18,8 @@ use crate::reso::{
 /// `SchemaVersion` of the envelope).
 pub const SCHEMA_VERSION: &str = "1";
 
-/// Fields that only the listing's agent and administrators may see. They are stored and
-/// published on internal subjects only once the security work lands; until then nothing
-/// outside the platform should subscribe.
+/// Fields that only the listing's agent and administrators may see. The public stream and
+/// the live feed never carry them; the internal stream (platform consumers only) does.
 pub const PRIVATE_FIELDS: &[&str] = &["PrivateRemarks"];
 
 /// Invokes `$mac!` with the list of descriptive listing fields, so that the full record

@@ -43,7 +43,12 @@ export function detailPage(root, key) {
     banner.hidden = false;
     fill(banner,
       h('p', {}, `Someone else changed this listing since you loaded it${error.problem.currentVersion ? ` (it is now at version ${error.problem.currentVersion})` : ''}. Your change was not saved.`),
-      h('button', { type: 'button', class: 'primary', onclick: () => { banner.hidden = true; load(); } }, 'Reload the listing'));
+      h('button', {
+        type: 'button',
+        class: 'primary',
+        // At least the version the server reported, even if the read model lags behind it.
+        onclick: () => { banner.hidden = true; load(error.problem.currentVersion); },
+      }, 'Reload the listing'));
     banner.querySelector('button').focus();
   }
 
@@ -193,11 +198,14 @@ export function detailPage(root, key) {
     }
   }
 
-  async function load() {
+  async function load(minVersion) {
     statusLine(status, 'loading', asOf ? `Loading the listing as recorded at ${asOf}…` : 'Loading…');
+    // Only a version number (load is also a promise callback, handed other values).
+    const current = Number.isInteger(minVersion) && minVersion > 0
+      ? `${path}?min_version=${minVersion}&wait_ms=5000` : path;
     try {
       const [state, history] = await Promise.all([
-        api('GET', asOf ? `${path}?as_of=${encodeURIComponent(asOf)}` : path),
+        api('GET', asOf ? `${path}?as_of=${encodeURIComponent(asOf)}` : current),
         api('GET', `${path}/history`),
       ]);
       listing = state.body;
@@ -236,7 +244,7 @@ export function detailPage(root, key) {
 
   const unsubscribe = onListingEvent((event) => {
     if (event.ListingKey === key && !asOf && listing && Number(event.Sequence) > Number(listing.Version)) {
-      api('GET', `${path}?min_version=${event.Sequence}&wait_ms=5000`).then(load, load);
+      api('GET', `${path}?min_version=${event.Sequence}&wait_ms=5000`).then(() => load(), () => load());
     }
   });
 

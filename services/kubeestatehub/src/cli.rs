@@ -175,11 +175,12 @@ pub struct Settings {
     )]
     pub database_url: DatabaseUrl,
 
-    /// NATS server URL (JetStream enabled).
+    /// NATS server URL (JetStream enabled); `nats://user:password@host:4222` signs in.
     #[arg(
         long,
         global = true,
         env = "NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
@@ -447,7 +448,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The relay's settings.
+    /// The internal stream: every event with its private fields, for the platform's own
+    /// consumers only (`{KEH_STREAM}_INTERNAL`, subjects `{KEH_SUBJECT_PREFIX}.internal.…`).
+    pub fn internal_stream(&self) -> String {
+        format!("{}_INTERNAL", self.stream)
+    }
+
+    pub fn internal_subject_prefix(&self) -> String {
+        format!("{}.internal", self.subject_prefix)
+    }
+
+    /// The relay of the public stream (private fields removed; outside subscribers read it).
     pub fn relay(&self) -> keh_relay::RelaySettings {
         keh_relay::RelaySettings {
             stream: self.stream.clone(),
@@ -458,15 +469,27 @@ impl Settings {
             max_age: Duration::from_secs(self.stream_max_age_secs),
             batch_size: self.relay_batch.max(1),
             idle_poll: Duration::from_millis(self.relay_idle_poll_ms.max(10)),
+            redact_private: true,
             ..keh_relay::RelaySettings::default()
+        }
+    }
+
+    /// The relay of the internal stream (everything, for the projector and the analytics
+    /// worker).
+    pub fn relay_internal(&self) -> keh_relay::RelaySettings {
+        keh_relay::RelaySettings {
+            stream: self.internal_stream(),
+            subject_prefix: self.internal_subject_prefix(),
+            redact_private: false,
+            ..self.relay()
         }
     }
 
     /// The projector's settings.
     pub fn projector(&self) -> keh_projections::projector::ProjectorSettings {
         keh_projections::projector::ProjectorSettings {
-            stream: self.stream.clone(),
-            subject_prefix: self.subject_prefix.clone(),
+            stream: self.internal_stream(),
+            subject_prefix: self.internal_subject_prefix(),
             partitions: self.partitions,
             batch_size: self.projector_batch.max(1),
             ack_wait: Duration::from_millis(self.projector_ack_wait_ms.max(100)),

@@ -3,7 +3,7 @@
 //! that `all` and the single roles run the very same code.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -450,7 +450,7 @@ pub async fn start(
         .expose()
         .parse()
         .context("parsing DATABASE_URL")?;
-    let reconnected = Arc::new(AtomicBool::new(false));
+    let reconnected = Arc::new(AtomicU64::new(0));
     let nats = if roles.relay || roles.projector || roles.analytics || roles.query_api {
         Some(
             keh_relay::connect_nats(
@@ -517,22 +517,32 @@ pub async fn start(
         keh_auth::middleware::resolve,
     ));
     if let (true, Some(nats)) = (roles.relay, nats.clone()) {
-        let relay = Relay::new(
-            settings.relay(),
-            database.clone(),
-            pool.clone(),
-            nats,
-            Arc::clone(&reconnected),
-            &registry,
-        )?;
-        // Alone, the relay is ready when NATS is; next to the APIs, NATS being down must not
-        // take them out of service (the relay catches up when NATS returns).
-        health = health.with(relay.health(!roles.serves_api()));
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            relay.run(token).await;
-            Ok::<(), anyhow::Error>(())
-        });
+        // Two lanes, each exactly once and in order: the public stream (private fields
+        // removed) for outside subscribers and the live feed, the internal one (everything)
+        // for the platform's consumers. Each has its own leader, checkpoint and reconcile.
+        for (index, lane) in [settings.relay(), settings.relay_internal()]
+            .into_iter()
+            .enumerate()
+        {
+            let relay = Relay::new(
+                lane,
+                database.clone(),
+                pool.clone(),
+                nats.clone(),
+                Arc::clone(&reconnected),
+                &registry,
+            )?;
+            // Alone, the relay is ready when NATS is; next to the APIs, NATS being down must
+            // not take them out of service (the relay catches up when NATS returns).
+            if index == 0 {
+                health = health.with(relay.health(!roles.serves_api()));
+            }
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                relay.run(token).await;
+                Ok::<(), anyhow::Error>(())
+            });
+        }
     }
     if let (true, Some(nats)) = (roles.projector, nats.clone()) {
         let projector = Projector::new(

@@ -19,7 +19,7 @@
 //! session ends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
@@ -61,6 +61,9 @@ pub struct RelaySettings {
     pub leader_retry: Duration,
     /// How long to wait for a publish acknowledgement.
     pub ack_timeout: Duration,
+    /// Remove private fields (`keh_events::listing::PRIVATE_FIELDS`) from what is published:
+    /// the public stream, which outside subscribers read.
+    pub redact_private: bool,
 }
 
 impl Default for RelaySettings {
@@ -76,6 +79,7 @@ impl Default for RelaySettings {
             idle_poll: Duration::from_secs(1),
             leader_retry: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
+            redact_private: true,
         }
     }
 }
@@ -119,17 +123,29 @@ pub struct Relay {
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     metrics: RelayMetrics,
-    reconnected: Arc<AtomicBool>,
+    /// Connections of the NATS client so far (raised by `connect_nats`).
+    connections: Arc<AtomicU64>,
+    /// The connection count this relay last reconciled for.
+    reconciled_for: AtomicU64,
 }
 
 /// Connects to NATS without failing when it is down: the client keeps retrying, and the
-/// relay reconciles once it is back. `reconnected` is raised on every (re)connection.
+/// relay reconciles once it is back. `connections` counts every (re)connection, so that each
+/// relay sharing the client (the public and the internal stream's) notices every one.
 pub async fn connect_nats(
     url: &str,
     name: &str,
-    reconnected: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+    // async-nats ignores credentials in the URL: `nats://user:password@host` is applied here.
+    let address: async_nats::ServerAddr = url.parse().map_err(|error: std::io::Error| {
+        async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::ServerParse, error)
+    })?;
+    let mut options = async_nats::ConnectOptions::new();
+    if let (Some(user), Some(password)) = (address.username(), address.password()) {
+        options = options.user_and_password(user.to_owned(), password.to_owned());
+    }
+    options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -137,11 +153,11 @@ pub async fn connect_nats(
             Duration::from_millis((100 * attempts as u64).min(2_000))
         })
         .event_callback(move |event| {
-            let reconnected = Arc::clone(&reconnected);
+            let connections = Arc::clone(&connections);
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        reconnected.store(true, Ordering::SeqCst);
+                        connections.fetch_add(1, Ordering::SeqCst);
                         tracing::info!("connected to NATS");
                     }
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
@@ -149,7 +165,7 @@ pub async fn connect_nats(
                 }
             }
         })
-        .connect(url)
+        .connect(address)
         .await
 }
 
@@ -160,7 +176,7 @@ impl Relay {
         database: PgConnectOptions,
         pool: PgPool,
         nats: async_nats::Client,
-        reconnected: Arc<AtomicBool>,
+        connections: Arc<AtomicU64>,
         registry: &prometheus::Registry,
     ) -> Result<Self, prometheus::Error> {
         let jetstream = jetstream::ContextBuilder::new()
@@ -170,13 +186,14 @@ impl Relay {
             .build(nats.clone());
         Ok(Self {
             layout: SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions),
-            metrics: RelayMetrics::register(registry)?,
+            metrics: RelayMetrics::register(registry, &settings.stream)?,
             settings,
             database,
             pool,
             nats,
             jetstream,
-            reconnected,
+            connections,
+            reconciled_for: AtomicU64::new(0),
         })
     }
 
@@ -275,7 +292,8 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            if self.reconnected.swap(false, Ordering::SeqCst) {
+            let connections = self.connections.load(Ordering::SeqCst);
+            if self.reconciled_for.swap(connections, Ordering::SeqCst) != connections {
                 position = None;
             }
             let current = match position {
@@ -560,8 +578,20 @@ impl Relay {
             partition: self.layout.partition_of(&event.listing_key),
             event: event.event.clone(),
         };
-        let payload =
-            serde_json::to_vec(&envelope).map_err(|e| RelayError::JetStream(e.to_string()))?;
+        let payload = if self.settings.redact_private {
+            let mut value = serde_json::to_value(&envelope)
+                .map_err(|e| RelayError::JetStream(e.to_string()))?;
+            if let Some(data) = value.get_mut("Data") {
+                redact(data);
+                if let Some(changes) = data.get_mut("Changes") {
+                    redact(changes);
+                }
+            }
+            serde_json::to_vec(&value)
+        } else {
+            serde_json::to_vec(&envelope)
+        }
+        .map_err(|e| RelayError::JetStream(e.to_string()))?;
         let mut message = PublishMessage::build()
             .payload(Bytes::from(payload))
             .message_id(event.event_id.to_string())
@@ -598,6 +628,15 @@ impl Relay {
             message = message.header(headers::TRACEPARENT, traceparent.as_str());
         }
         Ok(message)
+    }
+}
+
+/// Removes the private fields from an event's data.
+fn redact(data: &mut serde_json::Value) {
+    if let Some(object) = data.as_object_mut() {
+        for field in keh_events::listing::PRIVATE_FIELDS {
+            object.remove(*field);
+        }
     }
 }
 

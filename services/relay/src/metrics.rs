@@ -1,6 +1,6 @@
 //! The relay's Prometheus metrics (registered per instance).
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
 /// Counters and gauges of one relay.
 #[derive(Clone)]
@@ -21,41 +21,45 @@ pub struct RelayMetrics {
 }
 
 impl RelayMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// Registers the metrics of the relay of `stream` (a `stream` label tells the public
+    /// and the internal stream's relays apart).
+    pub fn register(registry: &Registry, stream: &str) -> Result<Self, prometheus::Error> {
+        let opts = |name: &str, help: &str| Opts::new(name, help).const_label("stream", stream);
         let metrics = Self {
-            published: IntCounter::new(
+            published: IntCounter::with_opts(opts(
                 "keh_relay_published_total",
                 "Events published by this relay",
-            )?,
-            duplicates: IntCounter::new(
+            ))?,
+            duplicates: IntCounter::with_opts(opts(
                 "keh_relay_duplicates_total",
                 "Publishes JetStream reported as duplicates",
-            )?,
-            publish_errors: IntCounter::new(
+            ))?,
+            publish_errors: IntCounter::with_opts(opts(
                 "keh_relay_publish_errors_total",
                 "Failed publish pipelines",
-            )?,
-            reconciles: IntCounter::new(
+            ))?,
+            reconciles: IntCounter::with_opts(opts(
                 "keh_relay_reconciles_total",
                 "Reconciliations with the stream",
-            )?,
-            leader: IntGauge::new(
+            ))?,
+            leader: IntGauge::with_opts(opts(
                 "keh_relay_leader",
                 "1 while this relay instance is the active leader",
-            )?,
-            backlog: IntGauge::new(
+            ))?,
+            backlog: IntGauge::with_opts(opts(
                 "keh_relay_backlog_events",
                 "Committed events not yet published",
-            )?,
-            backlog_age: Gauge::new(
+            ))?,
+            backlog_age: Gauge::with_opts(opts(
                 "keh_relay_backlog_age_seconds",
                 "Age of the oldest unpublished event",
-            )?,
+            ))?,
             lag: Histogram::with_opts(
                 HistogramOpts::new(
                     "keh_relay_publish_lag_seconds",
                     "Time from commit to JetStream acknowledgement",
                 )
+                .const_label("stream", stream)
                 .buckets(vec![
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
                 ]),

@@ -276,10 +276,15 @@ impl TestApp {
             .text()
             .await
             .expect("text");
+        // Unlabelled, or labelled with this instance's public stream (the relays of the
+        // public and the internal stream label their metrics with it).
+        let labelled = format!("{{stream=\"{}\"}} ", self.settings.stream);
         text.lines()
             .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
+                line.strip_prefix(name).and_then(|rest| {
+                    rest.strip_prefix(' ')
+                        .or_else(|| rest.strip_prefix(labelled.as_str()))
+                })
             })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
@@ -459,11 +464,12 @@ pub(crate) async fn wait_for_stream(nats_url: &str, stream: &str, count: usize) 
 }
 
 /// Deletes a test stream (best effort).
+/// Deletes a test's streams: the public one and its internal twin.
 pub(crate) async fn delete_stream(nats_url: &str, stream: &str) {
     if let Ok(client) = async_nats::connect(nats_url).await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(stream)
-            .await;
+        let jetstream = async_nats::jetstream::new(client);
+        let _ = jetstream.delete_stream(stream).await;
+        let _ = jetstream.delete_stream(format!("{stream}_INTERNAL")).await;
     }
 }
 
@@ -515,6 +521,8 @@ pub(crate) struct PrivateNats {
     pub(crate) port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// A configuration file and the environment it reads (passwords).
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 fn free_port() -> u16 {
@@ -532,6 +540,27 @@ impl PrivateNats {
             port: free_port(),
             dir,
             child: None,
+            config: None,
+        };
+        nats.resume().await;
+        nats
+    }
+
+    /// A private server with a configuration file (users and permissions), on its own port
+    /// and storage.
+    pub(crate) async fn start_with_config(config: PathBuf, env: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("keh-nats-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("nats dir");
+        let mut nats = Self {
+            port: free_port(),
+            dir,
+            child: None,
+            config: Some((
+                config,
+                env.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )),
         };
         nats.resume().await;
         nats
@@ -558,7 +587,11 @@ impl PrivateNats {
                 .is_ok()
         })
         .expect("the nats-server binary is required for outage tests (./dev test installs it)");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some((config, env)) = &self.config {
+            command.arg("-c").arg(config).envs(env.iter().cloned());
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

@@ -17,3 +17,4 @@ mod privileges;
 mod queries;
 mod relay;
 mod seed;
+mod stream_privacy;

@@ -492,8 +492,9 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
     let live = checksum(&db).await;
     assert_eq!(live.0, 20);
 
-    // Duplicates on the stream (same events under new message ids) change nothing.
-    let messages = stream_messages(&nats_url(), &settings.stream).await;
+    // Duplicates on the stream the projector reads (same events under new message ids)
+    // change nothing.
+    let messages = stream_messages(&nats_url(), &format!("{}_INTERNAL", settings.stream)).await;
     let duplicates_before = projector.metric("keh_projector_duplicates_total").await;
     let client = async_nats::connect(nats_url()).await.expect("nats");
     let jetstream = async_nats::jetstream::new(client);
@@ -565,7 +566,8 @@ async fn a_poison_message_is_parked_and_blocks_nothing_else() {
     let client = async_nats::connect(nats_url()).await.expect("nats");
     let jetstream = async_nats::jetstream::new(client);
     for partition in 0..app.settings.partitions {
-        let subject = format!("t{id}.listing.{partition}.garbage.ListingCreated");
+        // The platform's consumers read the internal stream.
+        let subject = format!("t{id}.internal.listing.{partition}.garbage.ListingCreated");
         jetstream
             .publish(subject, "{not json".into())
             .await
