@@ -51,12 +51,19 @@ impl Applier for ReadModel {
         connection: &mut PgConnection,
         facts: Vec<Fact>,
     ) -> Result<Applied, ApplyError> {
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(SWAP_LOCK)
-            .execute(&mut *connection)
-            .await?;
+        hold_shared(connection, SWAP_LOCK).await?;
         apply::apply(connection, &Schema::live(), facts).await
     }
+}
+
+/// Holds advisory lock `key` shared until the transaction ends: batches run side by side,
+/// and whoever takes it exclusively (a rebuild) waits for them and holds them off.
+pub async fn hold_shared(connection: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(key)
+        .execute(connection)
+        .await
+        .map(|_| ())
 }
 
 /// Deliveries of a message that can never apply before it is parked.

@@ -73,10 +73,7 @@ impl Applier for MarketApplier {
         connection: &mut PgConnection,
         facts: Vec<Fact>,
     ) -> Result<Applied, ApplyError> {
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(ANALYTICS_LOCK)
-            .execute(&mut *connection)
-            .await?;
+        keh_projections::projector::hold_shared(connection, ANALYTICS_LOCK).await?;
         apply_facts(connection, facts).await
     }
 }

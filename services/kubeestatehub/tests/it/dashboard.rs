@@ -3,11 +3,9 @@
 //! the screenshots it saves (`web/test-results/`) are printed with the test's output.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::Utc;
 use kubeestatehub::Roles;
-use kubeestatehub::seed::{self, SeedPlan};
 
 use crate::harness::*;
 
@@ -30,16 +28,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     let id = unique_id();
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
     let pool = db.pool().await;
-    let store = Arc::new(keh_store::Store::new(pool.clone(), 10));
-    let plan = SeedPlan {
-        listings: 300,
-        months: 24,
-        seed: 5,
-        until: Utc::now(),
-    };
-    seed::run(store, seed::plan(plan), 4, |_| {})
-        .await
-        .expect("seed");
+    seed_market(&pool, 300, 24, 5, Utc::now()).await;
     crate::market::settled(&pool).await;
     let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
     auth.create_user(

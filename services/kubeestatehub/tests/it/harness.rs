@@ -187,6 +187,26 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
     }
 }
 
+/// Seeds a synthetic market through the command path (as `kubeestatehub seed` does).
+pub(crate) async fn seed_market(
+    pool: &PgPool,
+    listings: usize,
+    months: u32,
+    seed: u64,
+    until: chrono::DateTime<chrono::Utc>,
+) {
+    let plan = kubeestatehub::seed::SeedPlan {
+        listings,
+        months,
+        seed,
+        until,
+    };
+    let store = std::sync::Arc::new(keh_store::Store::new(pool.clone(), 10));
+    kubeestatehub::seed::run(store, kubeestatehub::seed::plan(plan), 4, |_| {})
+        .await
+        .expect("seed");
+}
+
 /// A running application instance.
 pub(crate) struct TestApp {
     pub(crate) base: String,
@@ -534,33 +554,27 @@ fn free_port() -> u16 {
 
 impl PrivateNats {
     pub(crate) async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("keh-nats-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("nats dir");
-        let mut nats = Self {
-            port: free_port(),
-            dir,
-            child: None,
-            config: None,
-        };
-        nats.resume().await;
-        nats
+        Self::launch(None).await
     }
 
     /// A private server with a configuration file (users and permissions), on its own port
     /// and storage.
     pub(crate) async fn start_with_config(config: PathBuf, env: &[(&str, &str)]) -> Self {
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::launch(Some((config, env))).await
+    }
+
+    async fn launch(config: Option<(PathBuf, Vec<(String, String)>)>) -> Self {
         let dir = std::env::temp_dir().join(format!("keh-nats-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("nats dir");
         let mut nats = Self {
             port: free_port(),
             dir,
             child: None,
-            config: Some((
-                config,
-                env.iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            )),
+            config,
         };
         nats.resume().await;
         nats

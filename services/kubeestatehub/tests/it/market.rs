@@ -6,11 +6,9 @@
 //! spells of activity instead). Every figure of every period of every series must match.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use kubeestatehub::Roles;
-use kubeestatehub::seed::{self, SeedPlan};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -589,16 +587,14 @@ async fn market_metrics_match_an_independent_day_by_day_computation() {
     let id = unique_id();
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
     let pool = db.pool().await;
-    let store = Arc::new(keh_store::Store::new(pool.clone(), 10));
-    let plan = SeedPlan {
-        listings: 60,
-        months: 24,
-        seed: 11,
-        until: Utc.with_ymd_and_hms(2026, 6, 30, 0, 0, 0).unwrap(),
-    };
-    seed::run(store, seed::plan(plan), 4, |_| {})
-        .await
-        .expect("seed");
+    seed_market(
+        &pool,
+        60,
+        24,
+        11,
+        Utc.with_ymd_and_hms(2026, 6, 30, 0, 0, 0).unwrap(),
+    )
+    .await;
     edge_market(&app).await;
     settled(&pool).await;
 

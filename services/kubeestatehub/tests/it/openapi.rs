@@ -2,10 +2,8 @@
 //! schemathesis (from PyPI) finds no 5xx and no answer that breaks the document.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use kubeestatehub::Roles;
-use kubeestatehub::seed::{self, SeedPlan};
 use reqwest::Method;
 
 use crate::harness::*;
@@ -75,20 +73,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let id = unique_id();
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
     let pool = db.pool().await;
-    let plan = SeedPlan {
-        listings: 20,
-        months: 12,
-        seed: 9,
-        until: chrono::Utc::now(),
-    };
-    seed::run(
-        Arc::new(keh_store::Store::new(pool.clone(), 10)),
-        seed::plan(plan),
-        4,
-        |_| {},
-    )
-    .await
-    .expect("seed");
+    seed_market(&pool, 20, 12, 9, chrono::Utc::now()).await;
     crate::market::settled(&pool).await;
 
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
