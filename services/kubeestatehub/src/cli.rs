@@ -305,6 +305,16 @@ pub struct Settings {
     )]
     pub relay_idle_poll_ms: u64,
 
+    /// How often the relay's leader refreshes its backlog and consumer-lag gauges, in
+    /// milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_METRICS_REFRESH_MS",
+        default_value_t = 5_000
+    )]
+    pub metrics_refresh_ms: u64,
+
     /// Events the projector applies per transaction.
     #[arg(
         long,
@@ -470,6 +480,7 @@ impl Settings {
             batch_size: self.relay_batch.max(1),
             idle_poll: Duration::from_millis(self.relay_idle_poll_ms.max(10)),
             redact_private: true,
+            metrics_every: Duration::from_millis(self.metrics_refresh_ms.max(10)),
             ..keh_relay::RelaySettings::default()
         }
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use keh_events::envelope::headers;
 use keh_events::subject::{SubjectLayout, fnv1a32};
 use keh_events::{EventEnvelope, SCHEMA_VERSION};
@@ -64,6 +65,8 @@ pub struct RelaySettings {
     /// Remove private fields (`keh_events::listing::PRIVATE_FIELDS`) from what is published:
     /// the public stream, which outside subscribers read.
     pub redact_private: bool,
+    /// How often the leader refreshes its backlog and consumer gauges.
+    pub metrics_every: Duration,
 }
 
 impl Default for RelaySettings {
@@ -80,6 +83,7 @@ impl Default for RelaySettings {
             leader_retry: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
             redact_private: true,
+            metrics_every: Duration::from_secs(5),
         }
     }
 }
@@ -315,13 +319,14 @@ impl Relay {
                     }
                 },
             };
+            if last_backlog.elapsed() > self.settings.metrics_every {
+                self.record_backlog(leader, current.cursor).await?;
+                self.record_consumers().await;
+                last_backlog = tokio::time::Instant::now();
+            }
             let batch =
                 outbox::read_after(&mut *leader, current.cursor, self.settings.batch_size).await?;
             if batch.is_empty() {
-                if last_backlog.elapsed() > Duration::from_secs(5) {
-                    self.record_backlog(leader, current.cursor).await?;
-                    last_backlog = tokio::time::Instant::now();
-                }
                 let held_back = outbox::held_back(&mut *leader, current.cursor).await?;
                 let wait = if held_back {
                     Duration::from_millis(10)
@@ -383,6 +388,31 @@ impl Relay {
         let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
         self.metrics.backlog_age.set(age);
         Ok(())
+    }
+
+    /// Reads every durable consumer's outstanding messages (failures only logged: metrics).
+    async fn record_consumers(&self) {
+        let Ok(stream) = self.jetstream.get_stream(&self.settings.stream).await else {
+            return;
+        };
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.next().await {
+            match info {
+                Ok(info) => {
+                    let pending = i64::try_from(info.num_pending)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+                    self.metrics
+                        .consumer_pending
+                        .with_label_values(&[info.name.as_str()])
+                        .set(pending);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read consumer state");
+                    break;
+                }
+            }
+        }
     }
 
     /// Creates or updates the stream with explicit settings.

@@ -1,6 +1,8 @@
 //! The relay's Prometheus metrics (registered per instance).
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Counters and gauges of one relay.
 #[derive(Clone)]
@@ -18,6 +20,10 @@ pub struct RelayMetrics {
     pub backlog_age: Gauge,
     /// Recorded → acknowledged by JetStream.
     pub lag: Histogram,
+    /// Per durable consumer of the stream: messages not yet delivered plus delivered and
+    /// not yet acknowledged (the leader reads them from JetStream every few seconds, so the
+    /// figure keeps moving when a consumer is down).
+    pub consumer_pending: IntGaugeVec,
 }
 
 impl RelayMetrics {
@@ -64,6 +70,13 @@ impl RelayMetrics {
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
                 ]),
             )?,
+            consumer_pending: IntGaugeVec::new(
+                opts(
+                    "keh_consumer_pending_messages",
+                    "Messages a durable consumer of the stream has not acknowledged yet",
+                ),
+                &["consumer"],
+            )?,
         };
         registry.register(Box::new(metrics.published.clone()))?;
         registry.register(Box::new(metrics.duplicates.clone()))?;
@@ -73,6 +86,7 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.backlog.clone()))?;
         registry.register(Box::new(metrics.backlog_age.clone()))?;
         registry.register(Box::new(metrics.lag.clone()))?;
+        registry.register(Box::new(metrics.consumer_pending.clone()))?;
         Ok(metrics)
     }
 }

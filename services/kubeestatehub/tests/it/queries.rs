@@ -793,3 +793,86 @@ async fn an_event_that_cannot_apply_is_parked_and_holds_back_only_its_listing() 
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
+
+/// Sum of a labelled metric's series whose labels contain `needle`.
+async fn metric_sum(app: &TestApp, name: &str, needle: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(needle))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test]
+async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains_after() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let settings = settings(&db, &nats_url(), &id);
+    let everything = TestApp::spawn(settings.clone(), Roles::ALL).await;
+    let first = everything.create_listing(listing(0, "Springfield")).await;
+    wait_projected(&everything, &first, 1).await;
+    everything.stop().await;
+
+    // No projector: the relay's leader sees the projector's consumers fall behind.
+    let writer = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            projector: false,
+            analytics: false,
+            ..Roles::ALL
+        },
+    )
+    .await;
+    join_all((1..6).map(|i| writer.create_listing(listing(i, "Springfield")))).await;
+    let internal = format!("stream=\"{}_INTERNAL\"", settings.stream);
+    eventually(
+        "pending messages of the stopped projector are exported",
+        || async {
+            metric_sum(
+                &writer,
+                "keh_consumer_pending_messages",
+                "consumer=\"projector-p",
+            )
+            .await
+                == 5.0
+        },
+    )
+    .await;
+    assert_eq!(
+        metric_sum(&writer, "keh_consumer_pending_messages", &internal).await,
+        10.0,
+        "projector and analytics both behind by 5"
+    );
+
+    // The projector comes back and drains its partitions.
+    let projector = TestApp::spawn(
+        settings.clone(),
+        Roles {
+            projector: true,
+            ..Roles::NONE
+        },
+    )
+    .await;
+    eventually("the projector's lag drains", || async {
+        metric_sum(
+            &writer,
+            "keh_consumer_pending_messages",
+            "consumer=\"projector-p",
+        )
+        .await
+            == 0.0
+    })
+    .await;
+    assert!(projector.metric("keh_projection_lag_seconds_count").await >= 1.0);
+    projector.stop().await;
+    writer.stop().await;
+    delete_stream(&nats_url(), &settings.stream).await;
+}
