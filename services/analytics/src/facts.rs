@@ -171,14 +171,18 @@ impl MarketFacts {
         let from = self.status();
         let to = e.standard_status;
         let price = self.price();
-        let mut earliest = self.push(effective, to, price);
+        // The step's date: a change back-dated before an earlier one counts from the earlier
+        // one's date, for every date this change sets.
+        let stepped = self.push(effective, to, price);
+        let mut earliest = stepped;
         if let Some(date) = e.on_market_date
             && self.on_market_date.is_none()
         {
+            let date = date.max(stepped);
             self.on_market_date = Some(date);
             earliest = earliest.min(date);
         }
-        let contract_date = e.purchase_contract_date.unwrap_or(effective);
+        let contract_date = e.purchase_contract_date.unwrap_or(stepped);
         if is_under_contract(to) && !is_under_contract(from) {
             self.contracts.push(contract_date);
             earliest = earliest.min(contract_date);
@@ -187,7 +191,7 @@ impl MarketFacts {
             let exit = if is_under_contract(to) {
                 contract_date
             } else {
-                effective
+                stepped
             };
             self.first_exit_date = Some(exit);
             earliest = earliest.min(exit);

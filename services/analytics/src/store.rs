@@ -16,16 +16,37 @@ use sqlx::{PgConnection, PgPool};
 use crate::compute::{self, Grain, PeriodMetrics};
 use crate::facts::{ALL_TYPES, AreaKind, MARKET, MarketFacts};
 
+/// How many years back market figures are computed.
+pub const HISTORY_YEARS: u32 = 30;
+
 /// Taken shared by every analytics batch and exclusively by a rebuild, so that a rebuild
 /// sees no batch half-way.
 pub const ANALYTICS_LOCK: i64 = 0x6b65_685f_616e_616c;
 
 /// A series: one area and one property type (or every type, [`ALL_TYPES`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub kind: AreaKind,
     pub area: String,
     pub property_type: String,
+}
+
+/// Ordered as the table's key in byte order (`COLLATE "C"`): every writer of
+/// `dirty_series` locks its rows in this order, so two writers never deadlock.
+impl Ord for SeriesKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.kind.as_str(), &self.area, &self.property_type).cmp(&(
+            other.kind.as_str(),
+            &other.area,
+            &other.property_type,
+        ))
+    }
+}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl SeriesKey {
@@ -271,7 +292,7 @@ pub async fn mark_dirty(
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])
          ON CONFLICT (area_kind, area, property_type)
          DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
-                       generation = analytics.dirty_series.generation + 1",
+                       generation = nextval('analytics.dirty_generation')",
     )
     .bind(kinds)
     .bind(areas)
@@ -336,6 +357,15 @@ pub async fn recompute_dirty(
     .await?;
     for dirty in &claimed {
         let mut tx = pool.begin().await?;
+        // Two workers on one series (a claim can outlive its lease) take turns, and each
+        // reads the facts only once it holds the series.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!(
+                "{}|{}|{}",
+                dirty.area_kind, dirty.area, dirty.property_type
+            ))
+            .execute(&mut *tx)
+            .await?;
         if let Some(key) = dirty.key() {
             recompute_series(&mut tx, &key, dirty.dirty_from, today).await?;
         }
@@ -419,6 +449,12 @@ pub async fn recompute_series(
             .await?;
         return Ok(());
     };
+    // Figures reach back at most `HISTORY_YEARS`: a mistyped year (0205) must not make a
+    // series of a hundred thousand weeks.
+    let floor = today
+        .checked_sub_months(chrono::Months::new(12 * HISTORY_YEARS))
+        .unwrap_or(today);
+    let first = first.max(floor);
     let from = from.max(first);
     // Every listing that can touch a period holding `from`.
     let earliest = Grain::ALL
@@ -557,10 +593,10 @@ pub async fn advance_clock(pool: &PgPool, today: NaiveDate) -> Result<bool, sqlx
     sqlx::query(
         "INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
          SELECT area_kind, area, property_type, $1 FROM analytics.series
-          ORDER BY area_kind, area, property_type
+          ORDER BY area_kind COLLATE \"C\", area COLLATE \"C\", property_type COLLATE \"C\"
          ON CONFLICT (area_kind, area, property_type)
          DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
-                       generation = analytics.dirty_series.generation + 1",
+                       generation = nextval('analytics.dirty_generation')",
     )
     .bind(from)
     .execute(&mut *tx)

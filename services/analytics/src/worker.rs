@@ -184,10 +184,11 @@ impl AnalyticsWorker {
             tracing::info!(%today, "new day: every series is recomputed for it");
         }
         while !shutdown.is_cancelled() {
+            // The date of each batch: another replica may move the clock meanwhile.
             let claimed = store::recompute_dirty(
                 &self.pool,
                 self.settings.series_per_round,
-                today,
+                Utc::now().date_naive().max(today),
                 self.settings.report_lease,
             )
             .await?;

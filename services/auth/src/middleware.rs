@@ -34,13 +34,30 @@ fn credential(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(None)
 }
 
+/// Browsers' `EventSource` cannot send headers: the live feed also takes the access token
+/// as `?access_token=`.
+const QUERY_TOKEN_PATH: &str = "/api/v1/listing-events";
+
+fn query_token(request: &Request) -> Option<String> {
+    if request.uri().path() != QUERY_TOKEN_PATH {
+        return None;
+    }
+    let query = request.uri().query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == "access_token")
+        .map(|(_, value)| value)
+}
+
 /// The middleware (`axum::middleware::from_fn_with_state(auth, resolve)`).
 pub async fn resolve(
     State(auth): State<AuthService>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match credential(request.headers()) {
+    let found = credential(request.headers()).map(|c| c.or_else(|| query_token(&request)));
+    let principal = match found {
         Ok(None) => Principal::Anonymous,
         Ok(Some(credential)) => match auth.authenticate(&credential).await {
             Ok(principal) => principal,

@@ -140,6 +140,15 @@ impl Caller {
         }
     }
 
+    /// A stable identifier of the caller that no name can imitate (idempotency scopes).
+    pub fn scope_id(&self) -> String {
+        match &self.principal {
+            Principal::Anonymous => "anonymous".to_owned(),
+            Principal::User { user_id, .. } => format!("user/{user_id}"),
+            Principal::ApiKey { key_id, .. } => format!("key/{key_id}"),
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         matches!(
             self.principal,

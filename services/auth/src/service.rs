@@ -271,10 +271,20 @@ impl AuthService {
         let credentials = found
             .filter(|c| matches && !c.disabled)
             .ok_or_else(refused)?;
-        self.issue(credentials, Uuid::new_v4()).await
+        let mut connection = self.pool.acquire().await.map_err(|e| database(&e))?;
+        self.issue(&mut connection, credentials, Uuid::new_v4())
+            .await
     }
 
-    async fn issue(&self, c: Credentials, family_id: Uuid) -> Result<TokenPair, Problem> {
+    /// An access token and a refresh token of session `family_id`, stored through
+    /// `connection` (a refresh passes its transaction: the new token exists as soon as the
+    /// old one is revoked, so reuse detection cannot miss it).
+    async fn issue(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        c: Credentials,
+        family_id: Uuid,
+    ) -> Result<TokenPair, Problem> {
         let role = Role::parse(&c.role).ok_or_else(Problem::internal)?;
         let access_token = self
             .keys
@@ -303,7 +313,7 @@ impl AuthService {
         .bind(tokens::digest(&refresh_token))
         .bind(family_id)
         .bind(format!("{} seconds", self.settings.refresh_ttl.as_secs()))
-        .fetch_one(&self.pool)
+        .fetch_one(connection)
         .await
         .map_err(|e| database(&e))?;
         Ok(TokenPair {
@@ -354,11 +364,13 @@ impl AuthService {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
-        tx.commit().await.map_err(|e| database(&e))?;
         if credentials.disabled {
+            tx.commit().await.map_err(|e| database(&e))?;
             return Err(unauthorized("the account is disabled"));
         }
-        self.issue(credentials, family_id).await
+        let pair = self.issue(&mut tx, credentials, family_id).await?;
+        tx.commit().await.map_err(|e| database(&e))?;
+        Ok(pair)
     }
 
     /// Ends a session: its refresh tokens are revoked.

@@ -31,6 +31,8 @@ pub struct CommandContext {
     pub if_match: IfMatch,
     pub idempotency: Option<Idempotency>,
     pub actor: String,
+    /// Who sent the command (answers show private fields only to those who may see them).
+    pub caller: Caller,
     /// The listings the caller may change.
     pub access: Access,
     pub correlation_id: Uuid,
@@ -146,7 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
                 ));
             }
             Some(key) => Some(Idempotency {
-                scope: format!("{actor}:{key}"),
+                scope: format!("{}|{key}", caller.scope_id()),
             }),
         };
         let correlation_id = header_text(headers, "x-correlation-id")?
@@ -157,6 +159,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             if_match,
             idempotency,
             actor,
+            caller,
             access,
             correlation_id,
             causation_id: Uuid::new_v4(),

@@ -283,7 +283,12 @@ async fn submit(
                 let version = i64::try_from(executed.listing.version()).unwrap_or(i64::MAX);
                 remember(api, &ctx, key, status, version, None).await;
             }
-            Ok(listing_response(&executed.listing, status, None))
+            Ok(listing_response(
+                &executed.listing,
+                status,
+                None,
+                &ctx.caller,
+            ))
         }
         Err(ExecuteError::Conflict) => {
             // Maybe the same idempotent request won concurrently, or the ListingId was
@@ -370,6 +375,7 @@ async fn replay_if_known(
         &listing,
         status,
         Some(HeaderValue::from_static("true")),
+        &ctx.caller,
     )))
 }
 
@@ -497,10 +503,28 @@ fn listing_response(
     listing: &Listing,
     status: StatusCode,
     replayed: Option<HeaderValue>,
+    caller: &keh_auth::Caller,
 ) -> Response {
     let Some(state) = listing.state() else {
         return Problem::not_found("no such listing").into_response();
     };
+    let details = &state.details;
+    let private = caller.may_see_private(
+        details.list_agent_key.as_ref().map(|k| k.as_str()),
+        details.list_office_key.as_ref().map(|k| k.as_str()),
+    );
+    let mut body = match serde_json::to_value(state) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "listing state not serializable");
+            return Problem::internal().into_response();
+        }
+    };
+    if !private && let Some(object) = body.as_object_mut() {
+        for field in keh_events::listing::PRIVATE_FIELDS {
+            object.remove(*field);
+        }
+    }
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
         headers.insert(header::ETAG, etag);
@@ -515,5 +539,5 @@ fn listing_response(
     if let Some(value) = replayed {
         headers.insert("idempotent-replayed", value);
     }
-    (status, headers, Json(state)).into_response()
+    (status, headers, Json(body)).into_response()
 }

@@ -491,6 +491,7 @@ pub async fn start(
         );
     }
     // Rate limits apply once the caller is known (the auth layer below runs first).
+    let mut address_limit = None;
     if let Some(limit) = keh_auth::ratelimit::RateLimit::new(
         settings.rate_limit_per_second,
         settings.rate_limit_burst,
@@ -507,15 +508,23 @@ pub async fn start(
             }
         });
         api = api.layer(axum::middleware::from_fn_with_state(
-            limit,
-            keh_auth::ratelimit::rate_limit,
+            Arc::clone(&limit),
+            keh_auth::ratelimit::limit_callers,
         ));
+        address_limit = Some(limit);
     }
     // Every API request's caller is resolved once, before any handler runs.
-    let api = api.layer(axum::middleware::from_fn_with_state(
+    let mut api = api.layer(axum::middleware::from_fn_with_state(
         auth,
         keh_auth::middleware::resolve,
     ));
+    // Outermost: per address, so that made-up credentials are limited before being looked up.
+    if let Some(limit) = address_limit {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            limit,
+            keh_auth::ratelimit::limit_addresses,
+        ));
+    }
     if let (true, Some(nats)) = (roles.relay, nats.clone()) {
         // Two lanes, each exactly once and in order: the public stream (private fields
         // removed) for outside subscribers and the live feed, the internal one (everything)

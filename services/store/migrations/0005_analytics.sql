@@ -28,12 +28,15 @@ CREATE INDEX ON analytics.listing_facts (last_date);
 -- transaction as the facts that made them dirty (each mark bumps `generation`). A worker
 -- claims a series for a while (`claimed_until`), recomputes it without holding any lock the
 -- appliers need, and removes the mark only if no new mark arrived meanwhile.
+-- Generations come from one sequence, so a mark made after a row was removed never looks
+-- like an earlier one.
+CREATE SEQUENCE analytics.dirty_generation;
 CREATE TABLE analytics.dirty_series (
     area_kind     text   NOT NULL,
     area          text   NOT NULL,
     property_type text   NOT NULL,
     dirty_from    date   NOT NULL,
-    generation    bigint NOT NULL DEFAULT 0,
+    generation    bigint NOT NULL DEFAULT nextval('analytics.dirty_generation'),
     claimed_until timestamptz,
     PRIMARY KEY (area_kind, area, property_type)
 );

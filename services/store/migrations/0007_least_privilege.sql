@@ -27,7 +27,7 @@ GRANT USAGE ON SCHEMA public TO keh_command, keh_query, keh_relay, keh_projector
 GRANT SELECT ON events TO keh_command, keh_query, keh_relay, keh_projector, keh_analytics;
 GRANT INSERT ON events TO keh_command;
 GRANT SELECT, INSERT, UPDATE ON snapshots, idempotency_keys TO keh_command;
-GRANT SELECT, INSERT ON listing_ids TO keh_command;
+GRANT SELECT, INSERT, UPDATE, DELETE ON listing_ids TO keh_command;
 
 GRANT SELECT, INSERT, UPDATE ON relay_checkpoints TO keh_relay;
 GRANT SELECT ON relay_checkpoints TO keh_query;
@@ -39,6 +39,7 @@ GRANT USAGE ON SCHEMA analytics TO keh_analytics, keh_query;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA analytics TO keh_analytics;
 GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO keh_query;
 GRANT INSERT ON analytics.reports TO keh_query;
+GRANT USAGE ON SEQUENCE analytics.dirty_generation TO keh_analytics;
 
 -- Sign-in state: written by the query API (which serves /auth and /admin); API keys are
 -- checked by every API.

@@ -381,6 +381,13 @@ async fn unauthorized_and_forbidden_requests_are_refused_and_write_nothing() {
             reply.status,
             reply.body
         );
+        // The answer shows private remarks only to the listing's agent and administrators.
+        assert_eq!(
+            reply.body.get("PrivateRemarks").is_some(),
+            who != "importer",
+            "{who}: {}",
+            reply.body
+        );
     }
     let projected = app
         .send(client_with(Some(&ada)).get(app.url(&format!(
@@ -519,6 +526,25 @@ async fn anonymous_reading_can_be_turned_off() {
         .await;
     assert_eq!(market.status, 401);
     let viewer = token_for(Role::Viewer, None);
+    // The live feed takes the token as a query parameter (browsers' EventSource cannot send
+    // headers); a bad one is refused, not read as anonymous.
+    let feed = |query: String| {
+        let url = app.url(&format!("/api/v1/listing-events{query}"));
+        async move {
+            client_with(None)
+                .get(url)
+                .send()
+                .await
+                .expect("feed")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(feed(String::new()).await, 401);
+    // Past authentication (200, or 503 while the relay has not created the stream yet).
+    let authorized = feed(format!("?access_token={viewer}")).await;
+    assert!(authorized == 200 || authorized == 503, "{authorized}");
+    assert_eq!(feed("?access_token=garbage".to_owned()).await, 401);
     let signed_in = app
         .send(client_with(Some(&viewer)).get(app.url("/api/v1/listings")))
         .await;
@@ -585,6 +611,20 @@ async fn callers_beyond_their_rate_get_429_with_retry_after_and_others_do_not() 
             .await;
         assert_eq!(reply.status, 200);
     }
+    // Sign-in attempts have their own strict budget per address.
+    let mut sign_ins = Vec::new();
+    for _ in 0..12 {
+        let reply = app
+            .send(
+                client_with(None)
+                    .post(app.url("/api/v1/auth/token"))
+                    .json(&json!({"username": "nobody", "password": "guess-guess"})),
+            )
+            .await;
+        sign_ins.push(reply.status);
+    }
+    assert!(sign_ins.contains(&429), "{sign_ins:?}");
+
     app.stop().await;
 }
 
