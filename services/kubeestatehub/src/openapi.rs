@@ -618,8 +618,8 @@ pub fn document() -> Value {
             json!({"type": "string", "enum": ["week", "month"]}),
             "Period length (default month)",
         ),
-        query("from", date(), "First period start to include"),
-        query("to", date(), "Last period start to include"),
+        query("from", date(), "Periods that end on or after this day"),
+        query("to", date(), "Periods that start on or before this day"),
     ]);
     let series = json!({
         "type": "object",
