@@ -11,6 +11,7 @@ mod commands;
 mod dashboard;
 mod harness;
 mod import;
+mod manifests;
 pub(crate) mod market;
 mod openapi;
 mod privileges;

@@ -15,7 +15,8 @@ const SECRET: &str = "seller accepts 20% below list";
 
 #[tokio::test]
 async fn outside_subscribers_get_public_subjects_only_and_no_private_field() {
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/nats.conf");
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/kustomize/base/nats/nats.conf");
     let nats = PrivateNats::start_with_config(
         config,
         &[
