@@ -6,16 +6,17 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod auth;
+mod backup;
 pub(crate) mod bad_input;
 mod commands;
 mod dashboard;
 mod harness;
 mod import;
-mod manifests;
+pub(crate) mod manifests;
 pub(crate) mod market;
 mod openapi;
 mod privileges;
-mod queries;
+pub(crate) mod queries;
 mod relay;
 mod seed;
 mod stream_privacy;

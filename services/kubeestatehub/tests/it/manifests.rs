@@ -12,7 +12,7 @@ use serde_json::Value;
 
 const OVERLAYS: [&str; 3] = ["development", "staging", "production"];
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -52,7 +52,7 @@ fn render(overlay: &str) -> String {
 }
 
 /// The rendered documents as JSON (through the environment's PyYAML).
-fn documents(yaml: &str) -> Vec<Value> {
+pub(crate) fn documents(yaml: &str) -> Vec<Value> {
     let file = std::env::temp_dir().join(format!("keh-manifests-{}.yaml", uuid::Uuid::new_v4()));
     std::fs::write(&file, yaml).expect("write");
     let (ok, json, errors) = run(Command::new(python_tool("python")).args([
@@ -90,6 +90,7 @@ fn every_overlay_builds_and_validates_against_kubernetes_1_32() {
         .arg("-c")
         .arg(repo().join("deploy/kustomize/.yamllint.yaml"))
         .arg(repo().join("deploy/kustomize"))
+        .arg(repo().join("deploy/compose"))
         .arg(repo().join("docker-compose.yml")));
     assert!(ok, "yamllint:\n{out}{errors}");
 }
@@ -330,4 +331,18 @@ fn the_dockerfile_and_the_compose_file_pass_their_linters() {
         .arg(repo().join("docker-compose.yml"))
         .args(["config", "-q"]));
     assert!(ok, "docker-compose config (1.29):\n{out}{errors}");
+    // The monitoring profile: Prometheus and Grafana with the dashboard.
+    let (ok, services, errors) = run(Command::new("docker-compose")
+        .arg("-f")
+        .arg(repo().join("docker-compose.yml"))
+        .args(["--profile", "monitoring", "config", "--services"]));
+    assert!(
+        ok && services.contains("prometheus") && services.contains("grafana"),
+        "{services}{errors}"
+    );
+    let promtool = std::env::var("KEH_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let (ok, out, errors) = run(Command::new(promtool)
+        .args(["check", "config"])
+        .arg(repo().join("deploy/compose/prometheus.yml")));
+    assert!(ok, "promtool check config:\n{out}{errors}");
 }

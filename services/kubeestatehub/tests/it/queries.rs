@@ -43,7 +43,7 @@ async fn wait_projected(app: &TestApp, key: &str, version: u64) -> Reply {
 }
 
 /// Row-by-row fingerprint of the read model.
-async fn checksum(db: &TestDb) -> (i64, String, String, String) {
+pub(crate) async fn checksum(db: &TestDb) -> (i64, String, String, String) {
     let pool = db.pool().await;
     let row: (i64, Option<String>, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM read_model.listings),
