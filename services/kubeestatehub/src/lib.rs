@@ -442,6 +442,7 @@ pub async fn start(
             .context("applying migrations")?;
     }
     let registry = Arc::new(prometheus::Registry::new());
+    keh_platform::metrics::PoolMetrics::register(&registry, pool.clone())?;
     let mut health = Health::default();
     let mut api = axum::Router::new();
     let mut tasks = tokio::task::JoinSet::new();

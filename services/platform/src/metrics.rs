@@ -83,3 +83,54 @@ pub fn render(registry: &Registry) -> Response {
     );
     response
 }
+
+/// The connection pool's state, read when Prometheus scrapes: connections in use and idle,
+/// and the pool's maximum. A pool at its maximum with requests waiting shows up as 503s
+/// (`KEH_DB_ACQUIRE_TIMEOUT_MS`) and as `in_use` pinned at `max`.
+pub struct PoolMetrics {
+    pool: sqlx::PgPool,
+    connections: prometheus::IntGaugeVec,
+    max: prometheus::IntGauge,
+}
+
+impl PoolMetrics {
+    pub fn register(registry: &Registry, pool: sqlx::PgPool) -> Result<(), prometheus::Error> {
+        let metrics = Self {
+            pool,
+            connections: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "keh_db_pool_connections",
+                    "PostgreSQL connections of this process's pool, by state",
+                ),
+                &["state"],
+            )?,
+            max: prometheus::IntGauge::new(
+                "keh_db_pool_max_connections",
+                "The most connections the pool opens (KEH_DB_MAX_CONNECTIONS)",
+            )?,
+        };
+        registry.register(Box::new(metrics))
+    }
+}
+
+impl prometheus::core::Collector for PoolMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.connections.desc();
+        descs.extend(self.max.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let size = i64::from(self.pool.size());
+        let idle = i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX);
+        self.connections.with_label_values(&["idle"]).set(idle);
+        self.connections
+            .with_label_values(&["in_use"])
+            .set((size - idle).max(0));
+        self.max
+            .set(i64::from(self.pool.options().get_max_connections()));
+        let mut families = self.connections.collect();
+        families.extend(self.max.collect());
+        families
+    }
+}

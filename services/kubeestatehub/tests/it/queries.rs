@@ -833,6 +833,9 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     .await;
     join_all((1..6).map(|i| writer.create_listing(listing(i, "Springfield")))).await;
     let internal = format!("stream=\"{}_INTERNAL\"", settings.stream);
+    // The pool's state is exported too.
+    assert_eq!(writer.metric("keh_db_pool_max_connections").await, 10.0);
+    assert!(metric_sum(&writer, "keh_db_pool_connections", "state=").await >= 1.0);
     eventually(
         "pending messages of the stopped projector are exported",
         || async {
