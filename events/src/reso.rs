@@ -353,6 +353,15 @@ impl<const MAX: usize> Text<MAX> {
         Ok(Self(trimmed.to_owned()))
     }
 
+    /// Validates `value` as it is, without trimming (an identifier from a URL path: a key
+    /// with surrounding whitespace is another key, never silently this one).
+    pub fn exact(value: &str) -> Result<Self, String> {
+        if value.trim() != value {
+            return Err("must not begin or end with whitespace".to_owned());
+        }
+        Self::new(value)
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -497,5 +506,23 @@ impl<const MIN: i32, const MAX: i32> JsonSchema for BoundedInt<MIN, MAX> {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "integer", "minimum": MIN, "maximum": MAX })
+    }
+}
+
+#[cfg(test)]
+mod exact_tests {
+    use super::ShortText;
+
+    #[test]
+    fn path_keys_are_taken_as_they_are() {
+        assert!(ShortText::exact("abc-1").is_ok());
+        assert!(ShortText::exact(" abc").is_err());
+        assert!(ShortText::exact("abc\u{b}\u{b}").is_err());
+        assert!(ShortText::exact(&"k".repeat(256)).is_err());
+        // Body fields are still trimmed.
+        assert_eq!(
+            ShortText::new(" abc ").map(|t| t.as_str().to_owned()),
+            Ok("abc".to_owned())
+        );
     }
 }

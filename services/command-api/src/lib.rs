@@ -118,7 +118,7 @@ fn digest_of_line(method: &str, path: &str) -> String {
 
 /// Validates a `ListingKey` (or sub-resource key) taken from the path.
 fn path_key(raw: &str, field: &str) -> Result<ShortText, Problem> {
-    ShortText::new(raw).map_err(|message| {
+    ShortText::exact(raw).map_err(|message| {
         Problem::bad_request("invalid-path-parameter", format!("{field} {message}")).with_field(
             field,
             "invalid-value",

@@ -71,11 +71,12 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
 }
 
 fn path(name: &str, description: &str) -> Value {
+    // Taken as it is: no surrounding whitespace, no control characters.
     param(
         name,
         "path",
         true,
-        json!({"type": "string", "minLength": 1, "maxLength": 255}),
+        json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\s\\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f])?$"}),
         description,
     )
 }

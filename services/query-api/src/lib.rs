@@ -144,7 +144,7 @@ fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
 
 /// A `ListingKey` from the path: 1 to 255 characters, no control characters.
 fn listing_key(raw: &str) -> Result<&str, Problem> {
-    keh_events::reso::ShortText::new(raw)
+    keh_events::reso::ShortText::exact(raw)
         .map(|_| raw)
         .map_err(|message| {
             Problem::bad_request("invalid-path-parameter", format!("ListingKey {message}"))
