@@ -346,3 +346,74 @@ fn the_dockerfile_and_the_compose_file_pass_their_linters() {
         .arg(repo().join("deploy/compose/prometheus.yml")));
     assert!(ok, "promtool check config:\n{out}{errors}");
 }
+
+#[test]
+fn each_overlays_nats_configuration_is_valid_and_production_is_a_three_server_cluster() {
+    let binary = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|b| Command::new(b).arg("--version").output().is_ok())
+    .expect("nats-server (./dev test installs it)");
+    for overlay in OVERLAYS {
+        let docs = documents(&render(overlay));
+        let config = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ConfigMap"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("nats-config"))
+            })
+            .expect("the NATS ConfigMap");
+        let dir = std::env::temp_dir().join(format!("keh-nats-conf-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (name, text) in config["data"].as_object().expect("data") {
+            std::fs::write(dir.join(name), text.as_str().expect("text")).expect("write");
+        }
+        let (ok, out, errors) = run(Command::new(binary)
+            .arg("-c")
+            .arg(dir.join("nats.conf"))
+            .args(["-js", "-t"])
+            .envs([
+                ("POD_NAME", "nats-0"),
+                ("NATS_PLATFORM_PASSWORD", "p"),
+                ("NATS_SUBSCRIBER_PASSWORD", "s"),
+            ]));
+        assert!(ok, "{overlay}: nats-server -t:\n{out}{errors}");
+        let nats_conf = config["data"]["nats.conf"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let _ = std::fs::remove_dir_all(&dir);
+        let replicas = docs
+            .iter()
+            .find(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "nats")
+            .map(|d| d["spec"]["replicas"].as_i64().unwrap_or(1))
+            .expect("nats");
+        let stream_replicas = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ConfigMap"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("kubeestatehub-config"))
+            })
+            .and_then(|d| d["data"]["KEH_STREAM_REPLICAS"].as_str().map(str::to_owned))
+            .expect("KEH_STREAM_REPLICAS");
+        if overlay == "production" {
+            assert_eq!(replicas, 3, "production runs three NATS servers");
+            assert!(
+                nats_conf.contains("cluster {") && nats_conf.contains("nats-2.nats-headless"),
+                "{nats_conf}"
+            );
+            assert_eq!(stream_replicas, "3", "production streams are R3");
+        } else {
+            // Without a cluster, more than one server would be separate brokers.
+            assert_eq!(replicas, 1, "{overlay}");
+            assert_eq!(stream_replicas, "1", "{overlay}");
+        }
+    }
+}
