@@ -80,9 +80,16 @@ fn every_overlay_builds_and_validates_against_kubernetes_1_32() {
         // Custom resources have no built-in schema (the project keeps its own, checked
         // below); every other kind must have been checked.
         for line in out.lines().chain(errors.lines()) {
-            let custom = ["HTTPRoute", "PodMonitor", "PrometheusRule", "ScaledObject"]
-                .iter()
-                .any(|kind| line.contains(&format!("kind {kind} ")));
+            let custom = [
+                "HTTPRoute",
+                "PodMonitor",
+                "PrometheusRule",
+                "ScaledObject",
+                "Gateway",
+                "Certificate",
+            ]
+            .iter()
+            .any(|kind| line.contains(&format!("kind {kind} ")));
             assert!(!line.contains("WARN") || custom, "{overlay}: {line}");
         }
     }
@@ -230,6 +237,8 @@ fn custom_schema(kind: &str) -> Option<PathBuf> {
         "PodMonitor" => "podmonitor.json",
         "PrometheusRule" => "prometheusrule.json",
         "ScaledObject" => "scaledobject.json",
+        "Gateway" => "gateway.json",
+        "Certificate" => "certificate.json",
         _ => return None,
     };
     Some(repo().join("deploy/kustomize/schemas").join(file))
@@ -266,10 +275,17 @@ fn custom_resources_match_the_schemas_the_project_keeps_and_the_alerts_are_teste
             kinds.insert(kind);
         }
     }
-    let expected: BTreeSet<String> = ["HTTPRoute", "PodMonitor", "PrometheusRule", "ScaledObject"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let expected: BTreeSet<String> = [
+        "HTTPRoute",
+        "PodMonitor",
+        "PrometheusRule",
+        "ScaledObject",
+        "Gateway",
+        "Certificate",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     assert_eq!(
         kinds, expected,
         "every custom resource kind is rendered by some overlay"
