@@ -22,6 +22,25 @@ pub const SCHEMA_VERSION: &str = "1";
 /// the live feed never carry them; the internal stream (platform consumers only) does.
 pub const PRIVATE_FIELDS: &[&str] = &["PrivateRemarks"];
 
+/// Removes [`PRIVATE_FIELDS`] from a listing's state or an event's data, including the
+/// `Changes` of a details update: the one place that decides what "public" means.
+pub fn remove_private_fields(value: &mut serde_json::Value) {
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
+    for field in PRIVATE_FIELDS {
+        object.remove(*field);
+    }
+    if let Some(changes) = object
+        .get_mut("Changes")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for field in PRIVATE_FIELDS {
+            changes.remove(*field);
+        }
+    }
+}
+
 /// Invokes `$mac!` with the list of descriptive listing fields, so that the full record
 /// ([`ListingDetails`]), its patch ([`DetailsPatch`]) and the HTTP DTOs are generated from
 /// one list and can never disagree.

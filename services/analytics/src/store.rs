@@ -406,11 +406,7 @@ async fn recompute_all(
     )
     .fetch_all(&mut *connection)
     .await?;
-    for key in dirty.iter().filter_map(Dirty::key) {
-        let from = dirty
-            .iter()
-            .find(|d| d.key().as_ref() == Some(&key))
-            .map_or(today, |d| d.dirty_from);
+    for (key, from) in dirty.iter().filter_map(|d| Some((d.key()?, d.dirty_from))) {
         recompute_series(connection, &key, from, today).await?;
     }
     sqlx::query("DELETE FROM analytics.dirty_series")

@@ -163,8 +163,9 @@ impl AnalyticsWorker {
     /// Runs until `shutdown`; a round in progress finishes first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut delay = self.settings.tick;
+        let mut state = RoundState::default();
         while !shutdown.is_cancelled() {
-            match self.round(&shutdown).await {
+            match self.round(&shutdown, &mut state).await {
                 Ok(()) => delay = self.settings.tick,
                 Err(error) => {
                     tracing::warn!(%error, "analytics round failed; retrying");
@@ -178,11 +179,20 @@ impl AnalyticsWorker {
         }
     }
 
-    async fn round(&self, shutdown: &CancellationToken) -> Result<(), store::AnalyticsError> {
+    async fn round(
+        &self,
+        shutdown: &CancellationToken,
+        state: &mut RoundState,
+    ) -> Result<(), store::AnalyticsError> {
         let today = Utc::now().date_naive();
-        if store::advance_clock(&self.pool, today).await? {
-            tracing::info!(%today, "new day: every series is recomputed for it");
+        // The shared clock is only consulted when this worker sees the date change.
+        if state.day != Some(today) {
+            if store::advance_clock(&self.pool, today).await? {
+                tracing::info!(%today, "new day: every series is recomputed for it");
+            }
+            state.day = Some(today);
         }
+        let mut recomputed = false;
         while !shutdown.is_cancelled() {
             // The date of each batch: another replica may move the clock meanwhile.
             let claimed = store::recompute_dirty(
@@ -195,11 +205,32 @@ impl AnalyticsWorker {
             if claimed == 0 {
                 break;
             }
+            recomputed = true;
         }
         while !shutdown.is_cancelled()
             && reports::process_next(&self.pool, self.settings.report_lease).await?
         {}
-        self.metrics.refresh(&self.pool).await?;
+        // The gauges change when figures were recomputed; the dirty count in between.
+        if recomputed
+            || state
+                .refreshed
+                .is_none_or(|at| at.elapsed() >= METRICS_EVERY)
+        {
+            self.metrics.refresh(&self.pool).await?;
+            state.refreshed = Some(std::time::Instant::now());
+        }
         Ok(())
     }
+}
+
+/// How often the business gauges are read again when nothing was recomputed.
+const METRICS_EVERY: Duration = Duration::from_secs(15);
+
+/// What a worker remembers between rounds.
+#[derive(Default)]
+struct RoundState {
+    /// The last date this worker moved the shared clock for.
+    day: Option<chrono::NaiveDate>,
+    /// When the business gauges were last read.
+    refreshed: Option<std::time::Instant>,
 }

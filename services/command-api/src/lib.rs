@@ -520,10 +520,8 @@ fn listing_response(
             return Problem::internal().into_response();
         }
     };
-    if !private && let Some(object) = body.as_object_mut() {
-        for field in keh_events::listing::PRIVATE_FIELDS {
-            object.remove(*field);
-        }
+    if !private {
+        keh_events::listing::remove_private_fields(&mut body);
     }
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use keh_auth::Caller;
-use keh_events::listing::PRIVATE_FIELDS;
+use keh_events::listing::remove_private_fields;
 use keh_events::reso::{PropertyType, StandardStatus};
 use keh_events::subject::SubjectLayout;
 use keh_platform::Problem;
@@ -99,22 +99,9 @@ fn database_problem(error: &sqlx::Error) -> Problem {
 }
 
 /// The public view of a listing state: private fields removed.
-fn public(mut state: Value) -> Value {
-    if let Some(object) = state.as_object_mut() {
-        for field in PRIVATE_FIELDS {
-            object.remove(*field);
-        }
-    }
-    state
-}
-
-/// Private fields removed from an event's data (also inside `Changes` of a details update).
-fn public_data(mut data: Value) -> Value {
-    data = public(data);
-    if let Some(changes) = data.get_mut("Changes") {
-        *changes = public(changes.take());
-    }
-    data
+fn public(mut value: Value) -> Value {
+    remove_private_fields(&mut value);
+    value
 }
 
 /// Whether `caller` may see the private fields of the listing whose state is `state`.
@@ -326,7 +313,7 @@ async fn history(
                 "Data": if private {
                     row.get::<Value, _>("data")
                 } else {
-                    public_data(row.get::<Value, _>("data"))
+                    public(row.get::<Value, _>("data"))
                 },
             })
         })
@@ -842,7 +829,7 @@ fn feed(
         let sequence = message.info().ok()?.stream_sequence;
         let mut envelope: Value = serde_json::from_slice(&message.payload).ok()?;
         if let Some(data) = envelope.get_mut("Data") {
-            *data = public_data(data.take());
+            *data = public(data.take());
         }
         let event_type = envelope
             .get("EventType")

@@ -612,10 +612,7 @@ impl Relay {
             let mut value = serde_json::to_value(&envelope)
                 .map_err(|e| RelayError::JetStream(e.to_string()))?;
             if let Some(data) = value.get_mut("Data") {
-                redact(data);
-                if let Some(changes) = data.get_mut("Changes") {
-                    redact(changes);
-                }
+                keh_events::listing::remove_private_fields(data);
             }
             serde_json::to_vec(&value)
         } else {
@@ -658,15 +655,6 @@ impl Relay {
             message = message.header(headers::TRACEPARENT, traceparent.as_str());
         }
         Ok(message)
-    }
-}
-
-/// Removes the private fields from an event's data.
-fn redact(data: &mut serde_json::Value) {
-    if let Some(object) = data.as_object_mut() {
-        for field in keh_events::listing::PRIVATE_FIELDS {
-            object.remove(*field);
-        }
     }
 }
 

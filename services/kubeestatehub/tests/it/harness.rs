@@ -287,16 +287,29 @@ impl TestApp {
     }
 
     /// A value of this instance's `/metrics`.
-    pub(crate) async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
+    async fn metrics_text(&self) -> String {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("text");
+            .expect("text")
+    }
+
+    /// The sum of a labelled metric's series whose labels contain `needle`.
+    pub(crate) async fn metric_sum(&self, name: &str, needle: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    }
+
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
         // Unlabelled, or labelled with this instance's public stream (the relays of the
         // public and the internal stream label their metrics with it).
         let labelled = format!("{{stream=\"{}\"}} ", self.settings.stream);

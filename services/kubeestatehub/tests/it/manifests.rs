@@ -65,6 +65,18 @@ pub(crate) fn documents(yaml: &str) -> Vec<Value> {
     serde_json::from_str(&json).expect("json")
 }
 
+/// The generated ConfigMap whose name starts with `prefix` (generators append a hash).
+fn config_map<'a>(docs: &'a [Value], prefix: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap {prefix}"))
+}
+
 #[test]
 fn every_overlay_builds_and_validates_against_kubernetes_1_32() {
     for overlay in OVERLAYS {
@@ -118,15 +130,7 @@ fn the_manifests_agree_with_the_binary() {
     for overlay in OVERLAYS {
         let docs = documents(&render(overlay));
         // The shared settings: every key is a documented variable, and the port is 8080.
-        let config = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ConfigMap"
-                    && d["metadata"]["name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with("kubeestatehub-config"))
-            })
-            .expect("the shared ConfigMap");
+        let config = config_map(&docs, "kubeestatehub-config");
         for key in config["data"].as_object().expect("data").keys() {
             assert!(
                 documented.contains(key),
@@ -375,15 +379,7 @@ fn each_overlays_nats_configuration_is_valid_and_production_is_a_three_server_cl
     .expect("nats-server (./dev test installs it)");
     for overlay in OVERLAYS {
         let docs = documents(&render(overlay));
-        let config = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ConfigMap"
-                    && d["metadata"]["name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with("nats-config"))
-            })
-            .expect("the NATS ConfigMap");
+        let config = config_map(&docs, "nats-config");
         let dir = std::env::temp_dir().join(format!("keh-nats-conf-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
         for (name, text) in config["data"].as_object().expect("data") {
@@ -409,16 +405,11 @@ fn each_overlays_nats_configuration_is_valid_and_production_is_a_three_server_cl
             .find(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "nats")
             .map(|d| d["spec"]["replicas"].as_i64().unwrap_or(1))
             .expect("nats");
-        let stream_replicas = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ConfigMap"
-                    && d["metadata"]["name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with("kubeestatehub-config"))
-            })
-            .and_then(|d| d["data"]["KEH_STREAM_REPLICAS"].as_str().map(str::to_owned))
-            .expect("KEH_STREAM_REPLICAS");
+        let stream_replicas =
+            config_map(&docs, "kubeestatehub-config")["data"]["KEH_STREAM_REPLICAS"]
+                .as_str()
+                .map(str::to_owned)
+                .expect("KEH_STREAM_REPLICAS");
         if overlay == "production" {
             assert_eq!(replicas, 3, "production runs three NATS servers");
             assert!(

@@ -794,23 +794,6 @@ async fn an_event_that_cannot_apply_is_parked_and_holds_back_only_its_listing() 
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
 
-/// Sum of a labelled metric's series whose labels contain `needle`.
-async fn metric_sum(app: &TestApp, name: &str, needle: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(needle))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
 #[tokio::test]
 async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains_after() {
     let db = TestDb::create().await;
@@ -835,22 +818,21 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     let internal = format!("stream=\"{}_INTERNAL\"", settings.stream);
     // The pool's state is exported too.
     assert_eq!(writer.metric("keh_db_pool_max_connections").await, 10.0);
-    assert!(metric_sum(&writer, "keh_db_pool_connections", "state=").await >= 1.0);
+    assert!(writer.metric_sum("keh_db_pool_connections", "state=").await >= 1.0);
     eventually(
         "pending messages of the stopped projector are exported",
         || async {
-            metric_sum(
-                &writer,
-                "keh_consumer_pending_messages",
-                "consumer=\"projector-p",
-            )
-            .await
+            writer
+                .metric_sum("keh_consumer_pending_messages", "consumer=\"projector-p")
+                .await
                 == 5.0
         },
     )
     .await;
     assert_eq!(
-        metric_sum(&writer, "keh_consumer_pending_messages", &internal).await,
+        writer
+            .metric_sum("keh_consumer_pending_messages", &internal)
+            .await,
         10.0,
         "projector and analytics both behind by 5"
     );
@@ -865,12 +847,9 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     )
     .await;
     eventually("the projector's lag drains", || async {
-        metric_sum(
-            &writer,
-            "keh_consumer_pending_messages",
-            "consumer=\"projector-p",
-        )
-        .await
+        writer
+            .metric_sum("keh_consumer_pending_messages", "consumer=\"projector-p")
+            .await
             == 0.0
     })
     .await;
