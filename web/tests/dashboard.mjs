@@ -266,6 +266,7 @@ try {
     ['listing', `/#/listings/${encodeURIComponent(key)}`, '.timeline li'],
     ['market', '/#/market', '.status.ok'],
     ['activity', '/#/activity', '#live-state[data-state="live"]'],
+    ['sign-in', '/#/sign-in', 'form[aria-labelledby="sign-in-title"]'],
   ];
   for (const [name, url, ready] of pages) {
     for (const [width, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
