@@ -498,6 +498,12 @@ impl<A: Applier> PartitionWorker<A> {
             return Ok(());
         }
         let facts: Vec<Fact> = parsed.iter().map(|(_, f)| f.clone()).collect();
+        // One span per traced message, continuing the trace its publisher put in the
+        // `traceparent` header; each lasts until its batch is committed (or fails).
+        let _spans: Vec<tracing::Span> = parsed
+            .iter()
+            .filter_map(|(message, fact)| self.apply_span(message, fact))
+            .collect();
         match self.apply_committed(facts).await {
             Ok(()) => {
                 for (message, _) in &parsed {
@@ -543,6 +549,26 @@ impl<A: Applier> PartitionWorker<A> {
                 Ok(())
             }
         }
+    }
+
+    fn apply_span(&self, message: &jetstream::Message, fact: &Fact) -> Option<tracing::Span> {
+        let traceparent = message
+            .headers
+            .as_ref()?
+            .get(keh_events::envelope::headers::TRACEPARENT)?
+            .as_str();
+        let span = tracing::info_span!(
+            "apply",
+            otel.name = %format_args!("apply {}", self.name),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.consumer.group.name = %self.name,
+            messaging.message.id = %fact.event_id,
+            listing_key = %fact.listing_key,
+            sequence = fact.sequence,
+        );
+        keh_platform::telemetry::set_parent(&span, Some(traceparent));
+        Some(span)
     }
 
     /// Applies `facts` in one committed transaction and records the metrics.

@@ -154,7 +154,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
         let correlation_id = header_text(headers, "x-correlation-id")?
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(Uuid::new_v4);
-        let traceparent = header_text(headers, "traceparent")?.map(str::to_owned);
+        // The request span already continues the caller's `traceparent` (if any); the
+        // events carry this span's context, so the relay and consumers join the same trace.
+        let traceparent = keh_platform::telemetry::current_traceparent();
         Ok(Self {
             if_match,
             idempotency,

@@ -23,6 +23,7 @@ use keh_platform::{FieldError, Problem};
 use keh_store::{ExecuteError, Store};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 pub mod context;
 pub mod dto;
@@ -255,17 +256,21 @@ async fn submit(
     let access = ctx.access.clone();
     // Detached: a client that disconnects mid-request cancels its wait, never the append
     // (no half-done effect, no pooled connection left idle in a transaction).
-    let outcome = tokio::spawn(async move {
-        store
-            .execute(
-                &listing_key,
-                command,
-                &metadata,
-                expected.as_deref(),
-                &access,
-            )
-            .await
-    })
+    let outcome = tokio::spawn(
+        async move {
+            store
+                .execute(
+                    &listing_key,
+                    command,
+                    &metadata,
+                    expected.as_deref(),
+                    &access,
+                )
+                .await
+        }
+        // The detached task stays in the request's span, so the append joins its trace.
+        .in_current_span(),
+    )
     .await
     .map_err(|error| {
         tracing::error!(%error, "command task failed");

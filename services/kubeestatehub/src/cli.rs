@@ -78,6 +78,28 @@ pub enum Command {
     Schema,
 }
 
+impl Command {
+    /// The name traces give this process unless `OTEL_SERVICE_NAME` says otherwise:
+    /// `kubeestatehub-` and the subcommand (`kubeestatehub-relay`, `kubeestatehub-all`, …).
+    pub fn service_name(&self) -> String {
+        let sub = match self {
+            Self::All => "all",
+            Self::CommandApi => "command-api",
+            Self::QueryApi => "query-api",
+            Self::Relay => "relay",
+            Self::Projector => "projector",
+            Self::Analytics => "analytics",
+            Self::Projections(_) => "projections",
+            Self::Import { .. } => "import",
+            Self::Seed { .. } => "seed",
+            Self::Users(_) => "users",
+            Self::Migrate => "migrate",
+            Self::Schema => "schema",
+        };
+        format!("kubeestatehub-{sub}")
+    }
+}
+
 /// `kubeestatehub projections …`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum ProjectionsCommand {

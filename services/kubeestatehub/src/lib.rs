@@ -75,7 +75,12 @@ impl Roles {
 
 /// Runs what the command line asks for.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    keh_platform::telemetry::init(cli.settings.log_format, &cli.settings.log);
+    // Held until the process ends: dropping it flushes the spans not yet exported.
+    let _telemetry = keh_platform::telemetry::init(
+        cli.settings.log_format,
+        &cli.settings.log,
+        &cli.command.service_name(),
+    );
     let settings = cli.settings;
     let roles = match cli.command {
         Command::Schema => {

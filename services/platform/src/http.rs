@@ -16,7 +16,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::health::Health;
 use crate::metrics::{self, HttpMetrics};
@@ -133,9 +134,60 @@ pub fn app(
             Problem::internal().into_response()
         }))
         .layer(tower::util::option_layer(cors))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |response: &axum::http::Response<_>,
+                     latency: Duration,
+                     span: &tracing::Span| {
+                        let status = response.status();
+                        span.record("http.response.status_code", status.as_u16());
+                        if status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                        DefaultOnResponse::new()
+                            .level(Level::DEBUG)
+                            .on_response(response, latency, span);
+                    },
+                )
+                .on_failure(()),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+}
+
+/// The span of one request, named by route template (never the raw path, which would make
+/// every listing its own operation), continuing the caller's trace when it sends a W3C
+/// `traceparent`. Commands copy this span's context into their events' metadata, so the
+/// trace goes on through the relay to every consumer.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    );
+    let parent = request
+        .headers()
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    crate::telemetry::set_parent(&span, parent);
+    span
 }
 
 /// Serves `app` on an already-bound listener until `shutdown` is cancelled, then drains

@@ -532,7 +532,12 @@ impl Relay {
                 Some(id) => Expected::MessageId(id),
             };
             previous = Some(event.event_id);
-            let message = match self.message(event, expected) {
+            let span = self.publish_span(event);
+            let traceparent = span
+                .as_ref()
+                .and_then(|span| span.in_scope(keh_platform::telemetry::current_traceparent))
+                .or_else(|| event.metadata.traceparent.clone());
+            let message = match self.message(event, expected, traceparent) {
                 Ok(message) => message,
                 Err(error) => {
                     failure = Some(error);
@@ -543,7 +548,7 @@ impl Relay {
                 .layout
                 .event_subject(&event.listing_key, event.event.event_type());
             match self.jetstream.send_publish(subject, message).await {
-                Ok(ack) => pending.push((event, ack)),
+                Ok(ack) => pending.push((event, ack, span)),
                 Err(error) => {
                     failure = Some(js_error(error));
                     break;
@@ -552,7 +557,8 @@ impl Relay {
         }
         let mut reached = start;
         let mut duplicate = None;
-        for (event, ack) in pending {
+        // A message's span (if its event is traced) ends when its acknowledgement arrives.
+        for (event, ack, _span) in pending {
             if failure.is_some() || duplicate.is_some() {
                 // Everything after a failure is refused by the stream (wrong last sequence)
                 // or is sorted out by the next reconciliation.
@@ -589,10 +595,29 @@ impl Relay {
         (reached, end)
     }
 
+    /// The span of one traced event's publication: a child of the command that stored it
+    /// (its metadata's `traceparent`). Untraced events (seed, import) get none.
+    fn publish_span(&self, event: &StoredEvent) -> Option<tracing::Span> {
+        let traceparent = event.metadata.traceparent.as_deref()?;
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {}", self.settings.stream),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %self.settings.stream,
+            messaging.message.id = %event.event_id,
+            listing_key = %event.listing_key,
+            sequence = event.sequence,
+        );
+        keh_platform::telemetry::set_parent(&span, Some(traceparent));
+        Some(span)
+    }
+
     fn message(
         &self,
         event: &StoredEvent,
         expected: Expected,
+        traceparent: Option<String>,
     ) -> Result<PublishMessage, RelayError> {
         let envelope = EventEnvelope {
             event_id: event.event_id,
@@ -651,7 +676,7 @@ impl Relay {
             Expected::Sequence(sequence) => message.expected_last_sequence(sequence),
             Expected::MessageId(id) => message.expected_last_message_id(id.to_string()),
         };
-        if let Some(traceparent) = &event.metadata.traceparent {
+        if let Some(traceparent) = traceparent {
             message = message.header(headers::TRACEPARENT, traceparent.as_str());
         }
         Ok(message)

@@ -126,6 +126,11 @@ impl Store {
     /// `expected_versions` (from `If-Match`) must contain the listing's version. Between the
     /// load and the append another writer may win; the primary key on
     /// `(aggregate_id, sequence)` then refuses this append ([`ExecuteError::Conflict`]).
+    #[tracing::instrument(
+        name = "event_store.execute",
+        skip_all,
+        fields(otel.kind = "internal", db.system.name = "postgresql", listing_key = %listing_key, appended = tracing::field::Empty)
+    )]
     pub async fn execute(
         &self,
         listing_key: &str,
@@ -170,6 +175,7 @@ impl Store {
             ));
         }
         let appended = events.len();
+        tracing::Span::current().record("appended", appended);
         if appended > 0 {
             self.events
                 .commit(events, context, metadata.to_map())

@@ -219,7 +219,13 @@ pub(crate) struct TestApp {
 
 impl TestApp {
     pub(crate) async fn spawn(settings: Settings, roles: Roles) -> Self {
-        keh_platform::telemetry::init(settings.log_format, &settings.log);
+        // Tests in one binary share the global subscriber: the first one installs it and
+        // keeps it (a trace pipeline without an exporter, never shut down).
+        std::mem::forget(keh_platform::telemetry::init(
+            settings.log_format,
+            &settings.log,
+            "kubeestatehub-test",
+        ));
         remove_old_test_streams().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -20,3 +20,4 @@ pub(crate) mod queries;
 mod relay;
 mod seed;
 mod stream_privacy;
+mod traces;
