@@ -365,6 +365,7 @@ impl<A: Applier> Projector<A> {
             applier: Arc::clone(&self.applier),
             partition,
             name: format!("{}-p{partition}", self.settings.group),
+            apply_operation: format!("{}.apply", self.settings.group),
             filter: self.layout.partition_filter(partition),
             stream: self.settings.stream.clone(),
             batch_size: self.settings.batch_size.max(1),
@@ -399,6 +400,8 @@ struct PartitionWorker<A> {
     applier: Arc<A>,
     partition: u32,
     name: String,
+    /// The database-operation name its batches are timed under (`projector.apply`).
+    apply_operation: String,
     filter: String,
     stream: String,
     batch_size: usize,
@@ -574,6 +577,7 @@ impl<A: Applier> PartitionWorker<A> {
     /// Applies `facts` in one committed transaction and records the metrics.
     async fn apply_committed(&self, facts: Vec<Fact>) -> Result<(), apply::ApplyError> {
         let oldest = facts.iter().map(|f| f.recorded_at).min();
+        let _timer = keh_platform::metrics::db_timer(&self.apply_operation);
         let mut tx = self.pool.begin().await?;
         let applied = self.applier.apply(&mut tx, facts).await?;
         tx.commit().await?;

@@ -195,6 +195,7 @@ impl AnalyticsWorker {
         let mut recomputed = false;
         while !shutdown.is_cancelled() {
             // The date of each batch: another replica may move the clock meanwhile.
+            let _timer = keh_platform::metrics::db_timer("analytics.recompute");
             let claimed = store::recompute_dirty(
                 &self.pool,
                 self.settings.series_per_round,

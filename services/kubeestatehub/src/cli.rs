@@ -15,13 +15,37 @@ use keh_platform::telemetry::LogFormat;
 /// together in one process (`all`, for a laptop). Every option can be set by the
 /// environment variable shown in brackets.
 #[derive(Debug, Parser)]
-#[command(name = "kubeestatehub", version, max_term_width = 100)]
+#[command(name = "kubeestatehub", version, max_term_width = 100, after_help = TRACES_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The health endpoint `kubeestatehub health` asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HealthCheck {
+    Live,
+    Ready,
+}
+
+/// The OpenTelemetry variables (read by the OpenTelemetry SDK, not by clap).
+pub const TRACES_HELP: &str = "\
+Traces (OpenTelemetry, the standard variables):
+  OTEL_EXPORTER_OTLP_ENDPOINT         OTLP/HTTP collector (e.g. http://collector:4318); spans are
+                                      exported only when this or the traces endpoint is set
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  full traces URL (default: the endpoint + /v1/traces)
+  OTEL_EXPORTER_OTLP_HEADERS          headers for the collector (key1=value1,key2=value2)
+  OTEL_EXPORTER_OTLP_TIMEOUT          export timeout in milliseconds [default: 10000]
+  OTEL_SERVICE_NAME                   service name [default: kubeestatehub-<subcommand>]
+  OTEL_RESOURCE_ATTRIBUTES            extra resource attributes (key1=value1,...)
+  OTEL_TRACES_SAMPLER                 sampler [default: parentbased_always_on]
+  OTEL_TRACES_SAMPLER_ARG             the sampler's ratio, for *traceidratio
+  OTEL_BSP_SCHEDULE_DELAY             batch export interval in milliseconds [default: 5000]
+  OTEL_TRACES_EXPORTER                none turns export off
+  OTEL_SDK_DISABLED                   true turns export off
+Logs written inside a traced span carry openTelemetry.traceId and spanId.";
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -76,6 +100,13 @@ pub enum Command {
     Migrate,
     /// Print the JSON Schema of the published event envelope, then exit.
     Schema,
+    /// Ask the role running on this machine's KEH_HTTP_ADDR whether it is healthy: exits 0
+    /// when it answers 2xx (a container health check that needs no shell or curl).
+    Health {
+        /// Which check: `live` (the process serves) or `ready` (it can do its work).
+        #[arg(long, value_enum, default_value = "live")]
+        check: HealthCheck,
+    },
 }
 
 impl Command {
@@ -95,6 +126,7 @@ impl Command {
             Self::Users(_) => "users",
             Self::Migrate => "migrate",
             Self::Schema => "schema",
+            Self::Health { .. } => "health",
         };
         format!("kubeestatehub-{sub}")
     }

@@ -87,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", keh_events::schema::envelope_schema_pretty());
             return Ok(());
         }
+        Command::Health { check } => return health_check(settings.http_addr, check).await,
         Command::Migrate => {
             let pool =
                 keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("migrate"))?;
@@ -168,6 +169,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         keh_platform::shutdown::on_signal(),
     )
     .await
+}
+
+/// `kubeestatehub health`: a GET on the local listener's health endpoint.
+async fn health_check(addr: std::net::SocketAddr, check: cli::HealthCheck) -> anyhow::Result<()> {
+    // A wildcard bind address is reached on loopback.
+    let ip = match addr.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let path = match check {
+        cli::HealthCheck::Live => "/api/v1/health/live",
+        cli::HealthCheck::Ready => "/api/v1/health/ready",
+    };
+    let url = format!(
+        "http://{}{path}",
+        std::net::SocketAddr::new(ip, addr.port())
+    );
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    Ok(())
 }
 
 /// `kubeestatehub users create`.
@@ -448,6 +480,7 @@ pub async fn start(
     }
     let registry = Arc::new(prometheus::Registry::new());
     keh_platform::metrics::PoolMetrics::register(&registry, pool.clone())?;
+    keh_platform::metrics::register_db_metrics(&registry)?;
     let mut health = Health::default();
     let mut api = axum::Router::new();
     let mut tasks = tokio::task::JoinSet::new();

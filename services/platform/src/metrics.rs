@@ -1,7 +1,10 @@
 //! Prometheus metrics. Each application instance owns its [`Registry`] (two relays in one
 //! test process keep separate counters); HTTP metrics are labelled by route template.
+//! The one exception is [`db_timer`]'s histogram: database operations happen deep in
+//! the store, relay, consumers and queries, so it is one per process, registered into
+//! each instance's registry.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -11,6 +14,37 @@ use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
+
+/// `keh_db_operation_duration_seconds{operation}`: see [`db_timer`].
+static DB_OPERATIONS: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    HistogramVec::new(
+        HistogramOpts::new(
+            "keh_db_operation_duration_seconds",
+            "Time of one database operation (its queries, and the wait for a pooled connection), by operation",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ]),
+        &["operation"],
+    )
+    .ok()
+});
+
+/// Times a database operation until the guard drops (also on error or cancellation), under
+/// a fixed operation name (`event_store.append`, `query.search`, …; never user input).
+pub fn db_timer(operation: &str) -> Option<prometheus::HistogramTimer> {
+    DB_OPERATIONS
+        .as_ref()
+        .map(|h| h.with_label_values(&[operation]).start_timer())
+}
+
+/// Adds the process's database-operation histogram to an instance's registry.
+pub fn register_db_metrics(registry: &Registry) -> Result<(), prometheus::Error> {
+    match DB_OPERATIONS.as_ref() {
+        Some(histogram) => registry.register(Box::new(histogram.clone())),
+        None => Ok(()),
+    }
+}
 
 /// HTTP request metrics.
 #[derive(Clone)]

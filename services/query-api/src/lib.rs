@@ -179,6 +179,7 @@ async fn read(
     let wait = Duration::from_millis(u64::try_from(wait.unwrap_or(5_000)).unwrap_or(5_000));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        let timer = keh_platform::metrics::db_timer("query.read");
         let row: Option<(i64, Value)> = sqlx::query_as(&format!(
             "SELECT version, state FROM {SCHEMA}.listings WHERE listing_key = $1"
         ))
@@ -186,6 +187,7 @@ async fn read(
         .fetch_optional(&api.pool)
         .await
         .map_err(|e| database_problem(&e))?;
+        drop(timer);
         let reached = match (&row, min_version) {
             (_, None) => true,
             (Some((version, _)), Some(min)) => *version >= min,
@@ -242,6 +244,7 @@ async fn read_as_of(
     as_of: DateTime<Utc>,
     caller: &Caller,
 ) -> Result<Response, Problem> {
+    let _timer = keh_platform::metrics::db_timer("query.as_of");
     let events = outbox::listing_events(&api.pool, key, 0, None, Some(as_of))
         .await
         .map_err(|error| match error {
@@ -279,6 +282,7 @@ async fn history(
     caller.require_read()?;
     listing_key(&key)?;
     params.only(&[])?;
+    let _timer = keh_platform::metrics::db_timer("query.history");
     // Private fields in the history are for whoever may see them on the listing today.
     let current: Option<Value> = sqlx::query_scalar(&format!(
         "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
@@ -528,6 +532,7 @@ async fn search(
     let filters = Filters::parse(&params)?;
     let order = Order::parse(params.text("sort")?)?;
     let limit = params.integer("limit", 1, 200)?.unwrap_or(50);
+    let _timer = keh_platform::metrics::db_timer("query.search");
     let cursor = params
         .text("cursor")?
         .map(|raw| decode_cursor(&order, raw))

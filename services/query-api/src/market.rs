@@ -186,6 +186,7 @@ async fn areas(
                 .map_err(query_problem)
         })
         .transpose()?;
+    let _timer = keh_platform::metrics::db_timer("market.areas");
     let items = store::series_list(&api.pool, kind, property_type.as_deref())
         .await
         .map_err(|e| database_problem(&e))?;
@@ -210,6 +211,7 @@ async fn series(
     let from = date_param(&params, "from")?;
     let to = date_param(&params, "to")?;
     check_range(from, to).map_err(query_problem)?;
+    let _timer = keh_platform::metrics::db_timer("market.series");
     if !store::series_exists(&api.pool, &key)
         .await
         .map_err(|e| database_problem(&e))?
@@ -244,6 +246,7 @@ async fn summary(
         params.text("property_type")?,
     )
     .map_err(query_problem)?;
+    let _timer = keh_platform::metrics::db_timer("market.summary");
     if !store::series_exists(&api.pool, &key)
         .await
         .map_err(|e| database_problem(&e))?

@@ -324,8 +324,10 @@ impl Relay {
                 self.record_consumers().await;
                 last_backlog = tokio::time::Instant::now();
             }
+            let timer = keh_platform::metrics::db_timer("outbox.read");
             let batch =
                 outbox::read_after(&mut *leader, current.cursor, self.settings.batch_size).await?;
+            drop(timer);
             if batch.is_empty() {
                 let held_back = outbox::held_back(&mut *leader, current.cursor).await?;
                 let wait = if held_back {

@@ -139,11 +139,13 @@ impl Store {
         expected_versions: Option<&[u64]>,
         access: &Access,
     ) -> Result<Executed, ExecuteError> {
+        let load = keh_platform::metrics::db_timer("event_store.load");
         let context = self
             .events
             .load_aggregate(listing_key)
             .await
             .map_err(map_error)?;
+        drop(load);
         if context
             .aggregate
             .state()
@@ -177,6 +179,7 @@ impl Store {
         let appended = events.len();
         tracing::Span::current().record("appended", appended);
         if appended > 0 {
+            let _append = keh_platform::metrics::db_timer("event_store.append");
             self.events
                 .commit(events, context, metadata.to_map())
                 .await

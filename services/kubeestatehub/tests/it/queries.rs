@@ -819,6 +819,16 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     // The pool's state is exported too.
     assert_eq!(writer.metric("keh_db_pool_max_connections").await, 10.0);
     assert!(writer.metric_sum("keh_db_pool_connections", "state=").await >= 1.0);
+    // So are database operation timings (a process-wide histogram: at least this test's).
+    assert!(
+        writer
+            .metric_sum(
+                "keh_db_operation_duration_seconds_count",
+                "operation=\"event_store.append\""
+            )
+            .await
+            >= 5.0
+    );
     eventually(
         "pending messages of the stopped projector are exported",
         || async {
@@ -854,6 +864,15 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     })
     .await;
     assert!(projector.metric("keh_projection_lag_seconds_count").await >= 1.0);
+    assert!(
+        projector
+            .metric_sum(
+                "keh_db_operation_duration_seconds_count",
+                "operation=\"projector.apply\""
+            )
+            .await
+            >= 1.0
+    );
     projector.stop().await;
     writer.stop().await;
     delete_stream(&nats_url(), &settings.stream).await;

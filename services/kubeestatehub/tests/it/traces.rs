@@ -1,7 +1,8 @@
 //! Traces and logs as an operator gets them: the real binary, configured only by the
 //! standard `OTEL_*` variables, exports over OTLP/HTTP to a receiver in this test. One trace
 //! runs from the client's `traceparent` through the command, the event store, both relay
-//! lanes and every consumer's apply; JSON log lines written inside it carry its id.
+//! lanes and every consumer's apply; JSON log lines written inside it carry its id. The
+//! image's health check (`kubeestatehub health`) is asked of the same process.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -224,8 +225,26 @@ async fn one_trace_runs_from_the_command_to_every_consumer_and_logs_carry_its_id
         logged.join("\n")
     );
 
+    // The image's health check (no shell): the binary asks its own listener.
+    let health = || {
+        Command::new(env!("CARGO_BIN_EXE_kubeestatehub"))
+            .args(["health", "--check", "ready"])
+            .env_clear()
+            .env("KEH_HTTP_ADDR", &address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    assert!(
+        health().await.unwrap().success(),
+        "health check of a ready instance"
+    );
     let _ = child.start_kill();
     let _ = child.wait().await;
+    assert!(
+        !health().await.unwrap().success(),
+        "health check of a stopped instance"
+    );
     delete_stream(&nats_url(), &stream).await;
     delete_stream(&nats_url(), &format!("{stream}_INTERNAL")).await;
 }
