@@ -127,7 +127,7 @@ fn every_overlay_builds_and_validates_against_kubernetes_1_32() {
 
 #[test]
 fn the_manifests_agree_with_the_binary() {
-    let cli = Cli::command();
+    let mut cli = Cli::command();
     let subcommands: BTreeSet<String> = cli
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
@@ -138,7 +138,7 @@ fn the_manifests_agree_with_the_binary() {
         .map(|e| e.to_string_lossy().into_owned())
         .collect();
     // The OpenTelemetry variables are read by the SDK; `--help` lists them after the options.
-    let help = cli.clone().render_long_help().to_string();
+    let help = cli.render_long_help().to_string();
     documented.extend(
         help.split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
             .filter(|word| word.starts_with("OTEL_"))
