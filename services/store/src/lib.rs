@@ -44,3 +44,77 @@ pub fn connect_lazy(url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATOR;
+
+    /// Statements that break the release still running during a rolling update.
+    const CONTRACTING: [&str; 6] = [
+        "DROP TABLE",
+        "DROP COLUMN",
+        "DROP VIEW",
+        "RENAME COLUMN",
+        "SET NOT NULL",
+        "RENAME TO",
+    ];
+
+    /// The first contracting statement of `sql` not justified by a `-- contract:` comment
+    /// right above it.
+    fn unjustified_contraction(sql: &str) -> Option<String> {
+        let mut justified = false;
+        for line in sql.lines() {
+            let trimmed = line.trim();
+            if trimmed.starts_with("--") {
+                justified = trimmed.starts_with("-- contract:");
+                continue;
+            }
+            let upper = trimmed.to_uppercase();
+            // Renaming a function is an expansion when the old name is recreated at once
+            // (0003); a column's type change is a contraction.
+            let contracting = !upper.starts_with("ALTER FUNCTION")
+                && (CONTRACTING.iter().any(|s| upper.contains(s))
+                    || (upper.contains("ALTER COLUMN") && upper.contains(" TYPE ")));
+            if contracting && !justified {
+                return Some(trimmed.to_owned());
+            }
+            if !trimmed.is_empty() {
+                justified = false;
+            }
+        }
+        None
+    }
+
+    /// Migrations expand, then contract: a migration runs while the previous release still
+    /// serves, so it may add (tables, columns, defaults, functions) but not remove, rename
+    /// or tighten what that release uses. A contracting statement is allowed only when the
+    /// comment right above it starts with `-- contract:` and says which earlier release
+    /// stopped using the object.
+    #[test]
+    fn migrations_only_expand_unless_a_contract_step_says_why() {
+        for migration in MIGRATOR.iter() {
+            assert_eq!(
+                unjustified_contraction(&migration.sql),
+                None,
+                "migration {} ({}) contracts the schema without a `-- contract:` comment",
+                migration.version,
+                migration.description
+            );
+        }
+        assert!(unjustified_contraction("ALTER TABLE t DROP COLUMN c;").is_some());
+        assert!(unjustified_contraction("ALTER TABLE t ALTER COLUMN c TYPE bigint;").is_some());
+        assert!(unjustified_contraction("ALTER TABLE t RENAME TO u;").is_some());
+        assert!(
+            unjustified_contraction(
+                "-- contract: release 0.3 stopped reading c\nALTER TABLE t DROP COLUMN c;"
+            )
+            .is_none()
+        );
+        assert!(
+            unjustified_contraction("-- contract: x\n\nSELECT 1;\nALTER TABLE t DROP COLUMN c;")
+                .is_some(),
+            "a justification covers the statement right below it only"
+        );
+        assert!(unjustified_contraction("ALTER TABLE t ADD COLUMN c text;").is_none());
+    }
+}
