@@ -284,6 +284,12 @@ async fn submit(
                 success
             };
             if executed.appended == 0 {
+                // An earlier attempt of this very request (same Idempotency-Key) may have
+                // committed after this one's replay check: then this decision was made on
+                // its result, and the first answer is the one to give.
+                if let Some(response) = replay_if_known(api, &ctx).await? {
+                    return Ok(response);
+                }
                 // Nothing was appended, so the trigger recorded nothing: remember the answer.
                 let version = i64::try_from(executed.listing.version()).unwrap_or(i64::MAX);
                 remember(api, &ctx, key, status, version, None).await;
@@ -317,6 +323,11 @@ async fn submit(
         // Decisions (a rule refused it, a stale If-Match) are answers a retry must get again;
         // passing failures (unavailable, internal) are not remembered.
         Err(error @ (ExecuteError::Rule(_) | ExecuteError::VersionMismatch { .. })) => {
+            // As above: refused because an earlier attempt of this request committed
+            // meanwhile (a client retry racing its own dropped attempt) → the first answer.
+            if let Some(response) = replay_if_known(api, &ctx).await? {
+                return Ok(response);
+            }
             let problem = execute_problem(error, key);
             let body = serde_json::to_value(&problem).ok();
             remember(api, &ctx, key, problem.status, 0, body).await;

@@ -1,26 +1,18 @@
-//! `loadgen`: drives a running KubeEstateHub over HTTP, as real clients would, and reports
-//! throughput, latency percentiles and errors by status.
-//!
-//! - `loadgen create`: creates listings through the command API (a realistic spread of
-//!   cities, types, prices and sizes; deterministic from `--seed`);
-//! - `loadgen search`: a mix of searches against the query API for a fixed duration.
+//! `loadgen`: see the library's documentation, and `loadgen --help`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use keh_loadgen::driver::{Bounds, Pace};
+use keh_loadgen::{Api, CommandRun, baseline, workload};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
     version,
-    about = "Drives KubeEstateHub over HTTP and reports latency percentiles"
+    about = "Drives KubeEstateHub over HTTP (closed or open loop), measures event-to-visible lag, and runs the raw baselines"
 )]
 struct Cli {
     /// Base URL of the platform.
@@ -31,12 +23,35 @@ struct Cli {
         global = true
     )]
     url: String,
-    /// Requests in flight at once.
+    /// Clients (closed loop), or the most requests in flight at once (open loop).
     #[arg(long, default_value_t = 32, global = true)]
     concurrency: usize,
+    /// Open loop: requests per second, sent whether or not earlier ones have answered
+    /// (latency counts from when each request was due). Without it: a closed loop.
+    #[arg(long, global = true)]
+    rate: Option<f64>,
+    /// How long to run, in seconds (runs that take a --count stop at whichever comes first).
+    #[arg(long, default_value_t = 20, global = true)]
+    seconds: u64,
     /// Random seed (the same seed sends the same requests).
     #[arg(long, default_value_t = 42, global = true)]
     seed: u64,
+    /// An access token or API key to send (else --username/--password sign in, else
+    /// requests are anonymous).
+    #[arg(long, env = "KEH_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, env = "KEH_LOADGEN_USERNAME", global = true)]
+    username: Option<String>,
+    #[arg(
+        long,
+        env = "KEH_LOADGEN_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Print the summary as one JSON object (for bench/run).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,205 +63,187 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         count: u64,
     },
-    /// Run a search mix against the query API.
-    Search {
-        /// How long to run, in seconds.
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
+    /// The command mix (20% creates, 30% price changes, 20% status changes Active ⇄ Pending,
+    /// 30% detail edits) over a working set it creates first; measures event-to-visible lag.
+    Commands {
+        /// Listings of the working set.
+        #[arg(long, default_value_t = 1000)]
+        working_set: usize,
+        /// Share of commands whose visibility in the query API is polled (every command is
+        /// watched on the live feed); 0 measures no lag.
+        #[arg(long, default_value_t = 0.2)]
+        lag_sample: f64,
     },
-}
-
-const CITIES: &[(&str, &str, f64, f64, u64)] = &[
-    // city, postal prefix, latitude, longitude, price level (percent)
-    ("Springfield", "627", 39.78, -89.65, 100),
-    ("Shelbyville", "624", 39.41, -88.79, 80),
-    ("Capital City", "606", 41.88, -87.63, 190),
-    ("Ogdenville", "617", 40.11, -88.24, 90),
-    ("North Haverbrook", "618", 38.63, -90.20, 70),
-    ("Brockway", "619", 37.73, -89.22, 60),
-];
-const TYPES: &[(&str, f64)] = &[
-    ("Residential", 0.7),
-    ("Land", 0.1),
-    ("Residential Income", 0.1),
-    ("Commercial Sale", 0.1),
-];
-const WORDS: &[&str] = &[
-    "sunny",
-    "renovated",
-    "garden",
-    "lake",
-    "quiet",
-    "garage",
-    "pool",
-    "corner",
-    "views",
-    "modern",
-];
-
-fn listing(rng: &mut StdRng) -> Value {
-    let (city, postal, lat, lon, level) = CITIES[rng.random_range(0..CITIES.len())];
-    let roll: f64 = rng.random();
-    let mut acc = 0.0;
-    let kind = TYPES
-        .iter()
-        .find(|(_, share)| {
-            acc += share;
-            roll < acc
-        })
-        .map_or("Residential", |t| t.0);
-    let beds = rng.random_range(1..6);
-    let area: u64 = rng.random_range(60..400) * 10;
-    // About 180 per square foot at level 100, give or take 30%, rounded to hundreds.
-    let price = (area * 180 * level / 100 * rng.random_range(70..130) / 100 / 100 * 100).max(1000);
-    let remarks: Vec<&str> = (0..4)
-        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
-        .collect();
-    json!({
-        "PropertyType": kind,
-        "ListPrice": price,
-        "City": city,
-        "PostalCode": format!("{postal}{:02}", rng.random_range(0..40)),
-        "BedroomsTotal": beds,
-        "BathroomsTotalInteger": rng.random_range(1..=beds.min(4)),
-        "LivingArea": area,
-        "LivingAreaUnits": "Square Feet",
-        "Latitude": serde_json::from_str::<Value>(&format!("{:.6}", lat + rng.random_range(-0.1..0.1))).unwrap_or(Value::Null),
-        "Longitude": serde_json::from_str::<Value>(&format!("{:.6}", lon + rng.random_range(-0.1..0.1))).unwrap_or(Value::Null),
-        "UnparsedAddress": format!("{} {} Street", rng.random_range(1..9999), ["Elm", "Oak", "Maple", "Main", "Lake"][rng.random_range(0..5)]),
-        "PublicRemarks": remarks.join(" "),
-    })
-}
-
-fn search_query(rng: &mut StdRng) -> String {
-    let (city, postal, lat, lon, _) = CITIES[rng.random_range(0..CITIES.len())];
-    match rng.random_range(0..7) {
-        0 => format!(
-            "/api/v1/listings?city={}&limit=20",
-            city.replace(' ', "%20")
-        ),
-        1 => format!(
-            "/api/v1/listings?status=Active&min_price={}&max_price={}&sort=ListPrice&limit=20",
-            rng.random_range(1..4) * 100_000,
-            rng.random_range(4..9) * 100_000
-        ),
-        2 => format!(
-            "/api/v1/listings?postal_code={postal}{:02}&min_beds=3",
-            rng.random_range(0..40)
-        ),
-        3 => format!(
-            "/api/v1/listings?q={}&limit=20",
-            WORDS[rng.random_range(0..WORDS.len())]
-        ),
-        4 => format!(
-            "/api/v1/listings?bbox={:.3},{:.3},{:.3},{:.3}&limit=50",
-            lon - 0.02,
-            lat - 0.02,
-            lon + 0.02,
-            lat + 0.02
-        ),
-        5 => "/api/v1/listings?property_type=Land&min_area=1000&max_area=2500&sort=-ListPrice"
-            .to_owned(),
-        _ => "/api/v1/listings?limit=20".to_owned(),
-    }
-}
-
-/// Latencies and outcomes of one run.
-#[derive(Default)]
-struct Report {
-    latencies: Vec<Duration>,
-    statuses: BTreeMap<String, u64>,
-}
-
-impl Report {
-    fn print(&mut self, what: &str, elapsed: Duration) {
-        self.latencies.sort();
-        let n = self.latencies.len();
-        // Nearest-rank percentile, `per_mille` of 1000.
-        let pct = |per_mille: usize| {
-            let index = (n * per_mille).div_ceil(1000).saturating_sub(1);
-            self.latencies
-                .get(index)
-                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
-        println!(
-            "{what}: {n} requests in {:.1} s = {:.0}/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; statuses {:?}",
-            elapsed.as_secs_f64(),
-            n as f64 / elapsed.as_secs_f64().max(0.001),
-            pct(500),
-            pct(950),
-            pct(990),
-            pct(1000),
-            self.statuses
-        );
-    }
+    /// The search mix against the query API.
+    Search,
+    /// GET one listing by key, over up to --keys listings the query API serves.
+    Get {
+        #[arg(long, default_value_t = 5000)]
+        keys: usize,
+    },
+    /// GET a path repeatedly (for example `/` of `loadgen serve-empty`).
+    Path {
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Serve an empty axum handler on --addr (the baseline for get-by-key).
+    ServeEmpty {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
+    /// Raw JetStream baseline: pipelined publish with Nats-Msg-Id, then a pull consumer
+    /// acknowledging each message (a temporary stream, deleted afterwards).
+    Jetstream {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Payload size in bytes (an event envelope is about 1 KiB).
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        /// Messages in flight at once (the relay's batch).
+        #[arg(long, default_value_t = 500)]
+        window: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(cli.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let report = Arc::new(Mutex::new(Report::default()));
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let (label, deadline, count) = match cli.command {
-        Command::Create { count } => ("create", None, count),
-        Command::Search { seconds } => (
-            "search",
-            Some(started + Duration::from_secs(seconds)),
-            u64::MAX,
-        ),
+    let pace = match cli.rate {
+        Some(rate) => Pace::Open {
+            rate,
+            max_in_flight: cli.concurrency,
+        },
+        None => Pace::Closed {
+            clients: cli.concurrency,
+        },
     };
-    let workers = (0..cli.concurrency).map(|worker| {
-        let client = client.clone();
-        let report = Arc::clone(&report);
-        let next = Arc::clone(&next);
-        let url = cli.url.clone();
-        let mut rng = StdRng::seed_from_u64(cli.seed.wrapping_add(worker as u64));
-        async move {
-            let mut local = Report::default();
-            loop {
-                if deadline.is_some_and(|d| Instant::now() >= d)
-                    || next.fetch_add(1, Ordering::Relaxed) >= count
-                {
-                    break;
-                }
-                let request = match deadline {
-                    None => client
-                        .post(format!("{url}/api/v1/listings"))
-                        .json(&listing(&mut rng)),
-                    Some(_) => client.get(format!("{url}{}", search_query(&mut rng))),
-                };
-                let sent = Instant::now();
-                let status = match request.send().await {
-                    Ok(response) => {
-                        let status = response.status().as_u16().to_string();
-                        let _ = response.bytes().await;
-                        status
-                    }
-                    Err(error) => format!(
-                        "error: {}",
-                        if error.is_timeout() {
-                            "timeout"
-                        } else {
-                            "connection"
+    let duration = Some(Duration::from_secs(cli.seconds));
+    let api = Api::new(&cli.url, cli.concurrency)?.with_token(cli.token.clone());
+    let api = match (&cli.token, &cli.username, &cli.password) {
+        (None, Some(username), Some(password)) => api.sign_in(username, password).await?,
+        _ => api,
+    };
+    let summary = match cli.command {
+        Command::Create { count } => {
+            let seed = cli.seed;
+            keh_loadgen::driver::drive(
+                "create",
+                pace,
+                Bounds {
+                    count: Some(count),
+                    duration: None,
+                },
+                move |i| {
+                    let api = api.clone();
+                    async move {
+                        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i));
+                        let status = match api
+                            .request(reqwest::Method::POST, "/api/v1/listings")
+                            .json(&workload::listing(&mut rng))
+                            .send()
+                            .await
+                        {
+                            Ok(r) => r.status().as_u16().to_string(),
+                            Err(e) => keh_loadgen::failure_kind(&e),
+                        };
+                        keh_loadgen::driver::Outcome {
+                            operation: None,
+                            status,
                         }
-                    ),
-                };
-                local.latencies.push(sent.elapsed());
-                *local.statuses.entry(status).or_default() += 1;
-            }
-            let mut shared = report.lock().await;
-            shared.latencies.extend(local.latencies);
-            for (status, n) in local.statuses {
-                *shared.statuses.entry(status).or_default() += n;
-            }
+                    }
+                },
+            )
+            .await
         }
-    });
-    futures::future::join_all(workers).await;
-    report.lock().await.print(label, started.elapsed());
+        Command::Commands {
+            working_set,
+            lag_sample,
+        } => {
+            let listings =
+                keh_loadgen::create_listings(&api, working_set, cli.concurrency, cli.seed).await;
+            anyhow::ensure!(
+                !listings.is_empty(),
+                "could not create the working set (signed in as an agent or administrator?)"
+            );
+            keh_loadgen::run_commands(
+                &api,
+                listings,
+                CommandRun {
+                    pace,
+                    bounds: Bounds {
+                        count: None,
+                        duration,
+                    },
+                    seed: cli.seed,
+                    lag_sample,
+                },
+            )
+            .await?
+        }
+        Command::Search => {
+            let seed = cli.seed;
+            keh_loadgen::run_reads(
+                &api,
+                "search",
+                pace,
+                Bounds {
+                    count: None,
+                    duration,
+                },
+                move |i| workload::search_query(&mut StdRng::seed_from_u64(seed.wrapping_add(i))),
+            )
+            .await
+        }
+        Command::Get { keys } => {
+            let keys = keh_loadgen::listing_keys(&api, keys).await?;
+            anyhow::ensure!(!keys.is_empty(), "the query API serves no listings");
+            keh_loadgen::run_reads(
+                &api,
+                "get",
+                pace,
+                Bounds {
+                    count: None,
+                    duration,
+                },
+                move |i| {
+                    let index = usize::try_from(i).unwrap_or_default() % keys.len();
+                    format!("/api/v1/listings/{}", keys[index])
+                },
+            )
+            .await
+        }
+        Command::Path { path } => {
+            keh_loadgen::run_reads(
+                &api,
+                "path",
+                pace,
+                Bounds {
+                    count: None,
+                    duration,
+                },
+                move |_| path.clone(),
+            )
+            .await
+        }
+        Command::ServeEmpty { addr } => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            baseline::serve_empty(listener).await?;
+            return Ok(());
+        }
+        Command::Jetstream {
+            nats_url,
+            messages,
+            payload,
+            window,
+        } => {
+            let (published, consumed) =
+                baseline::jetstream(&nats_url, messages, payload, window).await?;
+            published.print(cli.json);
+            consumed
+        }
+    };
+    summary.print(cli.json);
     Ok(())
 }

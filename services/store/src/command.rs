@@ -261,13 +261,18 @@ impl Store {
 }
 
 fn is_unavailable(error: &sqlx::Error) -> bool {
+    // A protocol error or a crashed connection worker is a connection cut mid-message (a
+    // server shutting down); 57P: shutdown and starting up, 08: connection failures,
+    // 53: out of resources (too many connections).
     matches!(
         error,
         sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08") || c.starts_with("53")))
 }
 
 /// Maps a direct sqlx failure.

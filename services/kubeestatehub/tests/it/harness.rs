@@ -668,3 +668,252 @@ impl Drop for PrivateNats {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private PostgreSQL cluster on its own port and data folder, for tests that crash or
+/// restart the database (never the shared server other tests use). As root, the cluster
+/// belongs to the `postgres` system user (initdb refuses root).
+pub(crate) struct PrivatePostgres {
+    pub(crate) port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub(crate) async fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists() && b.join("pg_ctl").exists())
+            .max_by_key(|b| {
+                b.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or_default()
+            })
+            .expect("PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin are required (Debian package postgresql)");
+        let dir = PathBuf::from("/tmp").join(format!(
+            "keh-pg-{}",
+            &Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).expect("postgres dir");
+        let pg = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        if Self::is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of the private PostgreSQL folder");
+        }
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )
+        .await;
+        pg.resume().await;
+        pg
+    }
+
+    fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Runs a server program as the cluster's owner.
+    async fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = if Self::is_root() {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            tokio::process::Command::new(&program)
+        };
+        let output = command
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub(crate) fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub(crate) async fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .await;
+    }
+
+    /// Stops the server the way a crash would (`-m immediate`: no checkpoint, clients cut
+    /// off; the next start recovers from the WAL).
+    pub(crate) async fn crash(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+        .await;
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.data();
+        let mut command = if Self::is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A role of the real binary in a process of its own (so that it can be killed with
+/// SIGKILL), with the environment it is given; stdout lines are kept for diagnostics.
+pub(crate) struct RoleProcess {
+    pub(crate) role: &'static str,
+    env: Vec<(String, String)>,
+    child: Option<tokio::process::Child>,
+    /// `http://ADDR` of its listener (changes with each start).
+    pub(crate) base: String,
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RoleProcess {
+    pub(crate) async fn start(role: &'static str, env: &[(String, String)]) -> Self {
+        let mut process = Self {
+            role,
+            env: env.to_vec(),
+            child: None,
+            base: String::new(),
+            log: std::sync::Arc::default(),
+        };
+        process.resume().await;
+        process
+    }
+
+    pub(crate) async fn resume(&mut self) {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubeestatehub"))
+            .arg(self.role)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().cloned())
+            .env("KEH_HTTP_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.role));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                if let Ok(mut log) = log.lock() {
+                    log.push(line);
+                }
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .unwrap_or_else(|_| panic!("{} did not log `listening on` within 60 s", self.role))
+            .unwrap_or_else(|_| panic!("{} exited before listening", self.role));
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, no drain.
+    pub(crate) async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// The error lines it logged (for a report or a failure message).
+    pub(crate) fn errors(&self) -> String {
+        self.log.lock().map_or_else(
+            |_| String::new(),
+            |log| {
+                log.iter()
+                    .filter(|l| l.contains(r#""level":"ERROR""#))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        )
+    }
+}

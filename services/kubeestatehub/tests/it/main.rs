@@ -8,6 +8,7 @@
 mod auth;
 mod backup;
 pub(crate) mod bad_input;
+mod chaos;
 mod commands;
 mod dashboard;
 mod harness;

@@ -531,7 +531,7 @@ fn expected(
 }
 
 /// Every metrics row and series, as text, in order.
-async fn metrics_checksum(pool: &PgPool) -> (i64, String) {
+pub(crate) async fn metrics_checksum(pool: &PgPool) -> (i64, String) {
     sqlx::query_as(
         "SELECT count(*), md5(string_agg(m::text, '|' ORDER BY area_kind, area, property_type, period, period_start))
            FROM analytics.market_metrics m",

@@ -45,6 +45,13 @@ async fn wait_projected(app: &TestApp, key: &str, version: u64) -> Reply {
 /// Row-by-row fingerprint of the read model.
 pub(crate) async fn checksum(db: &TestDb) -> (i64, String, String, String) {
     let pool = db.pool().await;
+    let sums = read_model_checksum(&pool).await;
+    pool.close().await;
+    sums
+}
+
+/// Row-by-row fingerprint of the read model in `pool`'s database.
+pub(crate) async fn read_model_checksum(pool: &sqlx::PgPool) -> (i64, String, String, String) {
     let row: (i64, Option<String>, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM read_model.listings),
                 (SELECT md5(string_agg(listing_key || ':' || version || ':' || recorded_at || ':' || state::text, ',' ORDER BY listing_key)) FROM read_model.listings),
@@ -52,10 +59,9 @@ pub(crate) async fn checksum(db: &TestDb) -> (i64, String, String, String) {
                 (SELECT md5(coalesce((SELECT string_agg(m::text, ',' ORDER BY m.listing_key, m.media_key) FROM read_model.listing_media m), '')
                          || coalesce((SELECT string_agg(o::text, ',' ORDER BY o.listing_key, o.open_house_key) FROM read_model.listing_open_houses o), '')))",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await
     .expect("checksum");
-    pool.close().await;
     (
         row.0,
         row.1.unwrap_or_default(),
