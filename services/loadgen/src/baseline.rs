@@ -130,3 +130,58 @@ fn summary(what: &str, elapsed: Duration, count: u64, latencies: &Latencies) -> 
         ..Summary::default()
     }
 }
+
+/// Waits until `stream` holds `count` messages; the rate counts from its first message.
+pub async fn wait_stream(
+    nats_url: &str,
+    stream: &str,
+    count: u64,
+    timeout: Duration,
+) -> anyhow::Result<Summary> {
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    let deadline = Instant::now() + timeout;
+    let mut first: Option<Instant> = None;
+    loop {
+        let messages = match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if messages > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if messages >= count {
+            let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+            return Ok(summary(
+                &format!("fill {stream}"),
+                elapsed,
+                count,
+                &Latencies::new(),
+            ));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{stream} holds {messages} of {count} messages after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deletes the streams whose names start with `prefix`; returns their names.
+pub async fn delete_streams(nats_url: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    anyhow::ensure!(
+        !prefix.is_empty(),
+        "an empty prefix would delete every stream"
+    );
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    let names: Vec<String> = js
+        .stream_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    let mut deleted = Vec::new();
+    for name in names.into_iter().filter(|n| n.starts_with(prefix)) {
+        js.delete_stream(&name).await?;
+        deleted.push(name);
+    }
+    Ok(deleted)
+}

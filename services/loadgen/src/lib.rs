@@ -319,3 +319,66 @@ pub async fn listing_keys(api: &Api, limit: usize) -> anyhow::Result<Vec<String>
     keys.truncate(limit);
     Ok(keys)
 }
+
+/// Detail-edit latency on one listing with `events` changes behind it, and on fresh
+/// listings (one client, sequential: the store's work per command, not queueing).
+pub async fn history_latency(
+    api: &Api,
+    events: u64,
+    samples: u64,
+    seed: u64,
+) -> anyhow::Result<(Summary, Summary)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let created = create_listings(api, 1, 1, seed).await;
+    let long = created
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("could not create a listing"))?;
+    for _ in 1..events {
+        let (method, path, body) = workload::command(Operation::DetailEdit, &long, &mut rng);
+        let answer = send_command(api, method, &path, &body).await;
+        anyhow::ensure!(
+            answer.accepted.is_some(),
+            "building the history: {}",
+            answer.status
+        );
+    }
+    let time_edits = |listings: Vec<Tracked>, what: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut latencies = stats::Latencies::new();
+            let mut statuses = std::collections::BTreeMap::new();
+            let started = std::time::Instant::now();
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+            for listing in &listings {
+                let (method, path, body) =
+                    workload::command(Operation::DetailEdit, listing, &mut rng);
+                let sent = std::time::Instant::now();
+                let answer = send_command(&api, method, &path, &body).await;
+                latencies.record(sent.elapsed());
+                *statuses.entry(answer.status).or_insert(0_u64) += 1;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            Summary {
+                what: what.to_owned(),
+                seconds: (seconds * 100.0).round() / 100.0,
+                requests: latencies.count(),
+                throughput: (latencies.count() as f64 / seconds.max(0.001)).round(),
+                latency: latencies.percentiles(),
+                statuses,
+                ..Summary::default()
+            }
+        }
+    };
+    let repeated = (0..samples).map(|_| long.clone()).collect();
+    let on_long = time_edits(repeated, "edit-long-history").await;
+    let fresh = create_listings(
+        api,
+        usize::try_from(samples).unwrap_or(200),
+        8,
+        seed ^ 0xf7e5,
+    )
+    .await;
+    let on_fresh = time_edits(fresh, "edit-fresh").await;
+    Ok((on_long, on_fresh))
+}

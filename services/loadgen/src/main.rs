@@ -91,6 +91,35 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: std::net::SocketAddr,
     },
+    /// Command latency on a listing with a long history against fresh listings: appends
+    /// --events changes to one listing, then times --samples detail edits on it and one
+    /// detail edit on each of --samples new listings (sequentially, one client).
+    History {
+        #[arg(long, default_value_t = 1000)]
+        events: u64,
+        #[arg(long, default_value_t = 200)]
+        samples: u64,
+    },
+    /// Wait until a JetStream stream holds --count messages; report the rate from its
+    /// first message (how fast a publisher filled it).
+    WaitStream {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        count: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
+    /// Delete the JetStream streams whose names start with --prefix (benchmark leftovers).
+    DeleteStreams {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long)]
+        prefix: String,
+    },
     /// Raw JetStream baseline: pipelined publish with Nats-Msg-Id, then a pull consumer
     /// acknowledging each message (a temporary stream, deleted afterwards).
     Jetstream {
@@ -230,6 +259,24 @@ async fn main() -> anyhow::Result<()> {
         Command::ServeEmpty { addr } => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             baseline::serve_empty(listener).await?;
+            return Ok(());
+        }
+        Command::History { events, samples } => {
+            let (long, fresh) =
+                keh_loadgen::history_latency(&api, events, samples, cli.seed).await?;
+            long.print(cli.json);
+            fresh
+        }
+        Command::WaitStream {
+            nats_url,
+            stream,
+            count,
+            timeout,
+        } => baseline::wait_stream(&nats_url, &stream, count, Duration::from_secs(timeout)).await?,
+        Command::DeleteStreams { nats_url, prefix } => {
+            for name in baseline::delete_streams(&nats_url, &prefix).await? {
+                println!("deleted stream {name}");
+            }
             return Ok(());
         }
         Command::Jetstream {
