@@ -19,7 +19,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
@@ -92,54 +91,26 @@ async fn one_trace_runs_from_the_command_to_every_consumer_and_logs_carry_its_id
     let db = TestDb::create().await;
     let id = unique_id();
     let stream = format!("KEH_T_{id}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeestatehub"))
-        .arg("all")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db.url)
-        .env("NATS_URL", nats_url())
-        .env("KEH_HTTP_ADDR", "127.0.0.1:0")
-        .env("KEH_STREAM", &stream)
-        .env("KEH_SUBJECT_PREFIX", format!("t{id}"))
-        .env("KEH_PARTITIONS", "2")
-        .env("KEH_JWT_SECRET", TEST_SECRET)
-        .env("KEH_RELAY_IDLE_POLL_MS", "100")
-        .env("KEH_LOG_FORMAT", "json")
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", nats_url()),
+        ("KEH_STREAM", stream.clone()),
+        ("KEH_SUBJECT_PREFIX", format!("t{id}")),
+        ("KEH_PARTITIONS", "2".to_owned()),
+        ("KEH_JWT_SECRET", TEST_SECRET.to_owned()),
+        ("KEH_RELAY_IDLE_POLL_MS", "100".to_owned()),
+        ("KEH_LOG_FORMAT", "json".to_owned()),
         // The HTTP layer logs each response at debug, inside the request's span.
-        .env("KEH_LOG", "info,tower_http=debug")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start kubeestatehub all");
-
-    // Every stdout line, kept; the address comes from the `listening on` line.
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
-    let stdout = child.stdout.take().unwrap();
-    let kept = lines.clone();
-    tokio::spawn(async move {
-        let mut address_tx = Some(address_tx);
-        let mut reader = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            if let Some(address) = line
-                .split("listening on http://")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                && let Some(tx) = address_tx.take()
-            {
-                let _ = tx.send(address.to_owned());
-            }
-            kept.lock().unwrap().push(line);
-        }
-    });
-    let address = tokio::time::timeout(Duration::from_secs(60), address_rx)
-        .await
-        .expect("kubeestatehub all did not log `listening on` within 60 s")
-        .expect("kubeestatehub all exited before listening");
-    let base = format!("http://{address}");
+        ("KEH_LOG", "info,tower_http=debug".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut process = RoleProcess::start("all", &env).await;
+    let base = process.base.clone();
+    let address = base.trim_start_matches("http://").to_owned();
 
     // The caller's own trace: everything the platform does for this command joins it.
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
@@ -211,7 +182,7 @@ async fn one_trace_runs_from_the_command_to_every_consumer_and_logs_carry_its_id
     );
 
     // Logs: JSON, one object per line; the lines written inside the trace carry its id.
-    let logged = lines.lock().unwrap().clone();
+    let logged = process.log.lock().unwrap().clone();
     assert!(!logged.is_empty());
     let parsed: Vec<Value> = logged
         .iter()
@@ -239,8 +210,7 @@ async fn one_trace_runs_from_the_command_to_every_consumer_and_logs_carry_its_id
         health().await.unwrap().success(),
         "health check of a ready instance"
     );
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    process.kill().await;
     assert!(
         !health().await.unwrap().success(),
         "health check of a stopped instance"
