@@ -389,7 +389,12 @@ async fn nothing_is_lost_or_duplicated_when_parts_fail_under_load() {
     for (i, fault) in faults.iter().enumerate() {
         let at = Duration::from_secs_f64(slot * (i as f64 + rng.random_range(0.5..1.0)));
         tokio::time::sleep(at.saturating_sub(load_started.elapsed())).await;
-        let down = Duration::from_millis(rng.random_range(300..2500));
+        // PostgreSQL stays down longer than a request waits for a connection (2 s), so
+        // that some commands are certainly refused while it is gone.
+        let down = match fault {
+            Fault::CrashPostgres => Duration::from_millis(rng.random_range(2500..3500)),
+            _ => Duration::from_millis(rng.random_range(300..2500)),
+        };
         let started = load_started.elapsed();
         match fault {
             Fault::KillRelay => {
