@@ -290,6 +290,10 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("keh_events").await?;
         let mut position: Option<Position> = None;
+        // How far the stream is known to hold the store, kept while NATS is away (when
+        // `position` is unknown) so that the backlog gauges keep growing during an outage:
+        // that is when `KehRelayBacklogStale` must fire.
+        let mut known: Option<Position> = None;
         let mut nats_backoff = Backoff::new();
         let mut last_backlog = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
@@ -300,12 +304,36 @@ impl Relay {
             if self.reconciled_for.swap(connections, Ordering::SeqCst) != connections {
                 position = None;
             }
+            if last_backlog.elapsed() > self.settings.metrics_every {
+                let cursor = match known {
+                    Some(p) => p.cursor,
+                    None => outbox::load_checkpoint(&mut *leader, &self.settings.stream)
+                        .await?
+                        .unwrap_or(Cursor::START),
+                };
+                self.record_backlog(leader, cursor).await?;
+                // Consumer lag needs NATS: only once reconciled (else every refresh would
+                // wait out a request timeout).
+                if position.is_some() {
+                    self.record_consumers().await;
+                }
+                last_backlog = tokio::time::Instant::now();
+            }
             let current = match position {
                 Some(p) => p,
                 None => match self.reconcile(leader).await {
                     Ok(p) => {
                         nats_backoff = Backoff::new();
+                        // Messages whose acknowledgement was lost (NATS went away after
+                        // storing them) were published all the same: only the leader
+                        // publishes, so the stream's growth since then is ours.
+                        if let Some(before) = known {
+                            self.metrics.published.inc_by(
+                                p.stream_sequence.saturating_sub(before.stream_sequence),
+                            );
+                        }
                         position = Some(p);
+                        known = Some(p);
                         p
                     }
                     // PostgreSQL failures end the leadership; NATS failures are waited out.
@@ -319,11 +347,6 @@ impl Relay {
                     }
                 },
             };
-            if last_backlog.elapsed() > self.settings.metrics_every {
-                self.record_backlog(leader, current.cursor).await?;
-                self.record_consumers().await;
-                last_backlog = tokio::time::Instant::now();
-            }
             let timer = keh_platform::metrics::db_timer("outbox.read");
             let batch =
                 outbox::read_after(&mut *leader, current.cursor, self.settings.batch_size).await?;
@@ -354,6 +377,7 @@ impl Relay {
                     .await?;
                 }
                 position = Some(reached);
+                known = Some(reached);
             }
             match end {
                 PipelineEnd::Complete => {}
