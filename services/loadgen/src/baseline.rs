@@ -81,7 +81,7 @@ async fn publish_then_consume(
         }
         sent += batch;
     }
-    let published = summary("jetstream-publish", started.elapsed(), messages, &latencies);
+    let published = Summary::of_run("jetstream-publish", started.elapsed(), messages, &latencies);
 
     let stream = js.get_stream(name).await?;
     let consumer = stream
@@ -115,20 +115,8 @@ async fn publish_then_consume(
             "the consumer stopped receiving after {received} messages"
         );
     }
-    let consumed = summary("jetstream-consume", started.elapsed(), messages, &latencies);
+    let consumed = Summary::of_run("jetstream-consume", started.elapsed(), messages, &latencies);
     Ok((published, consumed))
-}
-
-fn summary(what: &str, elapsed: Duration, count: u64, latencies: &Latencies) -> Summary {
-    let seconds = elapsed.as_secs_f64();
-    Summary {
-        what: what.to_owned(),
-        seconds: (seconds * 100.0).round() / 100.0,
-        requests: count,
-        throughput: (count as f64 / seconds.max(0.001)).round(),
-        latency: latencies.percentiles(),
-        ..Summary::default()
-    }
 }
 
 /// Waits until `stream` holds `count` messages; the rate counts from its first message.
@@ -151,7 +139,7 @@ pub async fn wait_stream(
         }
         if messages >= count {
             let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
-            return Ok(summary(
+            return Ok(Summary::of_run(
                 &format!("fill {stream}"),
                 elapsed,
                 count,

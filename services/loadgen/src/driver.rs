@@ -120,24 +120,23 @@ where
             futures::future::join_all(tasks).await;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let recorder = match recorder.lock() {
         Ok(mut r) => std::mem::take(&mut *r),
         Err(_) => Recorder::default(),
     };
     Summary {
-        what: what.to_owned(),
-        seconds: (elapsed * 100.0).round() / 100.0,
-        requests: recorder.overall.count(),
-        throughput: (recorder.overall.count() as f64 / elapsed.max(0.001)).round(),
-        latency: recorder.overall.percentiles(),
         statuses: recorder.statuses,
         operations: recorder
             .operations
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.percentiles()))
             .collect(),
-        ..Summary::default()
+        ..Summary::of_run(
+            what,
+            started.elapsed(),
+            recorder.overall.count(),
+            &recorder.overall,
+        )
     }
 }
 

@@ -93,8 +93,8 @@ impl Api {
     }
 }
 
-/// `ETag: "7"` → 7.
-fn etag_version(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+/// `ETag: "7"` → 7 (the listing's version a command or read answered with).
+pub fn etag_version(headers: &reqwest::header::HeaderMap) -> Option<u64> {
     headers
         .get(reqwest::header::ETAG)?
         .to_str()
@@ -358,15 +358,9 @@ pub async fn history_latency(
                 latencies.record(sent.elapsed());
                 *statuses.entry(answer.status).or_insert(0_u64) += 1;
             }
-            let seconds = started.elapsed().as_secs_f64();
             Summary {
-                what: what.to_owned(),
-                seconds: (seconds * 100.0).round() / 100.0,
-                requests: latencies.count(),
-                throughput: (latencies.count() as f64 / seconds.max(0.001)).round(),
-                latency: latencies.percentiles(),
                 statuses,
-                ..Summary::default()
+                ..Summary::of_run(what, started.elapsed(), latencies.count(), &latencies)
             }
         }
     };

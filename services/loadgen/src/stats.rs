@@ -113,6 +113,20 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// `count` completions of `what` in `elapsed`, with their latencies (rounded for people:
+    /// seconds to 10 ms, throughput to whole units).
+    pub fn of_run(what: &str, elapsed: Duration, count: u64, latencies: &Latencies) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            what: what.to_owned(),
+            seconds: round2(seconds),
+            requests: count,
+            throughput: (count as f64 / seconds.max(0.001)).round(),
+            latency: latencies.percentiles(),
+            ..Self::default()
+        }
+    }
+
     pub fn print(&self, json: bool) {
         if json {
             if let Ok(line) = serde_json::to_string(self) {

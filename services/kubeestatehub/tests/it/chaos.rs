@@ -93,11 +93,7 @@ async fn command_until_answered(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let etag = response
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
+                let etag = keh_loadgen::etag_version(response.headers());
                 let answer: Value = response.json().await.unwrap_or(Value::Null);
                 *tally
                     .lock()
@@ -209,19 +205,6 @@ async fn client_loop(
     }
 }
 
-/// Polls `check` every 250 ms for up to `within`.
-async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} (after {within:?})");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn stream_count(nats_url: &str, stream: &str) -> Option<u64> {
     let client = async_nats::connect(nats_url).await.ok()?;
     let js = async_nats::jetstream::new(client);
@@ -325,12 +308,7 @@ async fn nothing_is_lost_or_duplicated_when_parts_fail_under_load() {
             .await
             .unwrap();
         assert_eq!(created.status(), 201);
-        let version: u64 = created.headers()["etag"]
-            .to_str()
-            .unwrap()
-            .trim_matches('"')
-            .parse()
-            .unwrap();
+        let version = keh_loadgen::etag_version(created.headers()).unwrap();
         let created: Value = created.json().await.unwrap();
         created_at.insert(created["ListingKey"].as_str().unwrap().to_owned(), version);
         working_set.push(Tracked {
@@ -463,16 +441,16 @@ async fn nothing_is_lost_or_duplicated_when_parts_fail_under_load() {
     let pool = PgPool::connect(&pg.url("kubeestatehub")).await.unwrap();
     let internal = format!("{stream}_INTERNAL");
     let stored = store_count(&pool).await;
-    until("both streams hold every stored event", SETTLE, || async {
+    eventually_within("both streams hold every stored event", SETTLE, || async {
         stream_count(&nats.url(), &stream).await == u64::try_from(stored).ok()
             && stream_count(&nats.url(), &internal).await == u64::try_from(stored).ok()
     })
     .await;
-    until("the consumers acknowledged everything", SETTLE, || async {
+    eventually_within("the consumers acknowledged everything", SETTLE, || async {
         consumers_pending(&nats.url(), &internal).await == Some(0)
     })
     .await;
-    until("the read model caught up with the store", SETTLE, || async {
+    eventually_within("the read model caught up with the store", SETTLE, || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT NOT EXISTS (
                  SELECT 1 FROM (SELECT aggregate_id, max(sequence) AS v FROM events GROUP BY aggregate_id) e
@@ -484,18 +462,7 @@ async fn nothing_is_lost_or_duplicated_when_parts_fail_under_load() {
         .unwrap_or(false)
     })
     .await;
-    until("the analytics worker caught up with the store", SETTLE, || async {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT NOT EXISTS (SELECT 1 FROM analytics.dirty_series)
-                AND (SELECT count(*) FROM analytics.listing_facts f
-                      WHERE f.version = (SELECT max(sequence) FROM events e WHERE e.aggregate_id = f.listing_key))
-                    = (SELECT count(DISTINCT aggregate_id) FROM events)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap_or(false)
-    })
-    .await;
+    crate::market::settled_within(&pool, SETTLE).await;
 
     // No connection of any role is stuck in a transaction.
     for _ in 0..4 {

@@ -25,14 +25,27 @@ pub(crate) const EVENTUALLY: Duration = Duration::from_secs(20);
 
 /// Polls `check` every 100 ms until it holds; fails the test saying `what` after
 /// [`EVENTUALLY`].
-pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    eventually_within(what, EVENTUALLY, check).await;
+}
+
+/// [`eventually`] with a bound of its own (for what takes longer, like settling after
+/// faults).
+pub(crate) async fn eventually_within<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} (after {within:?})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -208,6 +221,18 @@ pub(crate) async fn seed_market(
         .expect("seed");
 }
 
+/// The listing as the query API serves it once projected at `version` (the server waits up
+/// to 10 s); fails the test unless it answers 200.
+pub(crate) async fn wait_projected(app: &TestApp, key: &str, version: u64) -> Reply {
+    let reply = app
+        .send(app.client.get(app.url(&format!(
+            "/api/v1/listings/{key}?min_version={version}&wait_ms=10000"
+        ))))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply
+}
+
 /// A running application instance.
 pub(crate) struct TestApp {
     pub(crate) base: String,
@@ -221,11 +246,14 @@ impl TestApp {
     pub(crate) async fn spawn(settings: Settings, roles: Roles) -> Self {
         // Tests in one binary share the global subscriber: the first one installs it and
         // keeps it (a trace pipeline without an exporter, never shut down).
-        std::mem::forget(keh_platform::telemetry::init(
-            settings.log_format,
-            &settings.log,
-            "kubeestatehub-test",
-        ));
+        static TELEMETRY: std::sync::Once = std::sync::Once::new();
+        TELEMETRY.call_once(|| {
+            std::mem::forget(keh_platform::telemetry::init(
+                settings.log_format,
+                &settings.log,
+                "kubeestatehub-test",
+            ));
+        });
         remove_old_test_streams().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -676,6 +704,8 @@ pub(crate) struct PrivatePostgres {
     pub(crate) port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Whether this process runs as root (then the server runs as `postgres`).
+    as_root: bool,
 }
 
 impl PrivatePostgres {
@@ -699,12 +729,17 @@ impl PrivatePostgres {
             &Uuid::new_v4().simple().to_string()[..12]
         ));
         std::fs::create_dir_all(&dir).expect("postgres dir");
+        let as_root = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+        };
         let pg = Self {
             port: free_port(),
             dir,
             bin,
+            as_root,
         };
-        if Self::is_root() {
+        if pg.as_root {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&pg.dir)
@@ -731,38 +766,33 @@ impl PrivatePostgres {
         pg
     }
 
-    fn is_root() -> bool {
-        Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-    }
-
     fn data(&self) -> String {
         self.dir.join("data").display().to_string()
     }
 
-    /// Runs a server program as the cluster's owner.
-    async fn run(&self, program: &str, args: &[&str]) {
+    /// A server program of the cluster, run as the cluster's owner.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
         let program = self.bin.join(program);
-        let mut command = if Self::is_root() {
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
+        let mut command = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            tokio::process::Command::new(&program)
+            Command::new(program)
         };
-        let output = command
-            .args(args)
-            .current_dir("/")
-            .stdin(Stdio::null())
+        command.args(args).current_dir("/").stdin(Stdio::null());
+        command
+    }
+
+    /// Runs a server program to completion; fails the test if it fails.
+    async fn run(&self, program: &str, args: &[&str]) {
+        let output = tokio::process::Command::from(self.command(program, args))
             .output()
             .await
-            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
         assert!(
             output.status.success(),
-            "{} {args:?}: {}{}",
-            program.display(),
+            "{program} {args:?}: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -811,18 +841,9 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let pg_ctl = self.bin.join("pg_ctl");
         let data = self.data();
-        let mut command = if Self::is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-            c
-        } else {
-            Command::new(&pg_ctl)
-        };
-        let _ = command
-            .args(["-D", &data, "-m", "immediate", "stop"])
-            .current_dir("/")
+        let _ = self
+            .command("pg_ctl", &["-D", &data, "-m", "immediate", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -6,6 +6,7 @@
 //! spells of activity instead). Every figure of every period of every series must match.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use kubeestatehub::Roles;
@@ -543,7 +544,12 @@ pub(crate) async fn metrics_checksum(pool: &PgPool) -> (i64, String) {
 
 /// Waits until the worker has folded every stored event and recomputed every series.
 pub(crate) async fn settled(pool: &PgPool) {
-    eventually("the analytics worker never caught up with the event store", || async {
+    settled_within(pool, EVENTUALLY).await;
+}
+
+/// [`settled`], waiting up to `within`.
+pub(crate) async fn settled_within(pool: &PgPool, within: Duration) {
+    eventually_within("the analytics worker never caught up with the event store", within, || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT NOT EXISTS (SELECT 1 FROM analytics.dirty_series)
                 AND (SELECT count(*) FROM analytics.listing_facts f

@@ -100,16 +100,8 @@ async fn each_role_runs_as_its_own_database_role_and_no_more() {
             .await;
         assert_eq!(patched.status, 200, "{}", patched.body);
     }
-    let read = query
-        .send(query.client.get(query.url(&format!(
-            "/api/v1/listings/{key}?min_version=3&wait_ms=10000"
-        ))))
-        .await;
-    assert_eq!(
-        read.status, 200,
-        "the projector (own role) projected it: {}",
-        read.body
-    );
+    // The projector (own role) projected it.
+    wait_projected(query, &key, 3).await;
     eventually(
         "the analytics worker (own role) computes the market",
         || async {

@@ -31,17 +31,6 @@ fn decimal(text: &str) -> Value {
     serde_json::from_str(text).expect("number")
 }
 
-/// Waits until the read model holds `count` listings at their final versions.
-async fn wait_projected(app: &TestApp, key: &str, version: u64) -> Reply {
-    let reply = app
-        .send(app.client.get(app.url(&format!(
-            "/api/v1/listings/{key}?min_version={version}&wait_ms=10000"
-        ))))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply
-}
-
 /// Row-by-row fingerprint of the read model.
 pub(crate) async fn checksum(db: &TestDb) -> (i64, String, String, String) {
     let pool = db.pool().await;

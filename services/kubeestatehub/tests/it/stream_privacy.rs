@@ -51,11 +51,7 @@ async fn outside_subscribers_get_public_subjects_only_and_no_private_field() {
     assert_eq!(patched.status, 200, "{}", patched.body);
     // The platform's own consumers get everything (the read model holds it, for those who
     // may see it).
-    let read = app
-        .send(app.client.get(app.url(&format!(
-            "/api/v1/listings/{key}?min_version=2&wait_ms=10000"
-        ))))
-        .await;
+    let read = wait_projected(&app, &key, 2).await;
     assert_eq!(
         read.body["PrivateRemarks"],
         format!("{SECRET}, still"),
