@@ -328,9 +328,9 @@ impl Relay {
                         // storing them) were published all the same: only the leader
                         // publishes, so the stream's growth since then is ours.
                         if let Some(before) = known {
-                            self.metrics.published.inc_by(
-                                p.stream_sequence.saturating_sub(before.stream_sequence),
-                            );
+                            self.metrics
+                                .published
+                                .inc_by(p.stream_sequence.saturating_sub(before.stream_sequence));
                         }
                         position = Some(p);
                         known = Some(p);
