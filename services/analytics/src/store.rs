@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
+use futures::TryStreamExt;
 use keh_events::listing::ListingEvent;
 use keh_projections::apply::{Applied, ApplyError, Fact};
 use keh_projections::projector::Applier;
@@ -458,22 +459,26 @@ pub async fn recompute_series(
         .map(|g| g.start_of(from))
         .min()
         .unwrap_or(from);
-    let values: Vec<(String, serde_json::Value)> = sqlx::query_as(&format!(
-        "SELECT listing_key, facts FROM analytics.listing_facts
+    // Streamed and decoded row by row straight into `MarketFacts`: the whole market is one
+    // series, and holding its rows (or their `serde_json::Value` trees) at once cost
+    // gigabytes at 200k listings.
+    let mut facts = Vec::with_capacity(usize::try_from(listings).unwrap_or(0));
+    let sql = format!(
+        "SELECT listing_key, facts::text FROM analytics.listing_facts
           WHERE {filter} AND (last_date IS NULL OR last_date >= $3)"
-    ))
-    .bind(&key.area)
-    .bind(&key.property_type)
-    .bind(earliest)
-    .fetch_all(&mut *connection)
-    .await?;
-    let mut facts = Vec::with_capacity(values.len());
-    for (listing_key, value) in values {
+    );
+    let mut rows = sqlx::query_as::<_, (String, String)>(&sql)
+        .bind(&key.area)
+        .bind(&key.property_type)
+        .bind(earliest)
+        .fetch(&mut *connection);
+    while let Some((listing_key, text)) = rows.try_next().await? {
         facts.push(
-            serde_json::from_value::<MarketFacts>(value)
+            serde_json::from_str::<MarketFacts>(&text)
                 .map_err(|e| AnalyticsError::Facts(listing_key, e))?,
         );
     }
+    drop(rows);
     for grain in Grain::ALL {
         let periods = compute::compute(&facts, grain, from, today);
         bind_key(

@@ -460,18 +460,8 @@ impl Filters {
     /// Appends ` WHERE …` with every filter bound as a parameter.
     fn push(&self, query: &mut QueryBuilder<'_, sqlx::Postgres>) {
         query.push(" WHERE true");
-        if !self.statuses.is_empty() {
-            query
-                .push(" AND standard_status = ANY(")
-                .push_bind(self.statuses.clone())
-                .push(")");
-        }
-        if !self.types.is_empty() {
-            query
-                .push(" AND property_type = ANY(")
-                .push_bind(self.types.clone())
-                .push(")");
-        }
+        push_any_of(query, "standard_status", &self.statuses);
+        push_any_of(query, "property_type", &self.types);
         if let Some(city) = &self.city {
             query
                 .push(" AND lower(city) = lower(")
@@ -624,6 +614,27 @@ fn push_sort_value(
         }
     }
     Ok(())
+}
+
+/// `column = value` for one value, `column = ANY(values)` for several. One value must be an
+/// equality: PostgreSQL then walks an index on `(column, sort column)` in sort order, which
+/// it does not do for `ANY` (a search of one status sorted by price would sort every row of
+/// that status).
+fn push_any_of(query: &mut QueryBuilder<'_, sqlx::Postgres>, column: &str, values: &[String]) {
+    match values {
+        [] => {}
+        [one] => {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(one.clone());
+        }
+        many => {
+            query
+                .push(format!(" AND {column} = ANY("))
+                .push_bind(many.to_vec())
+                .push(")");
+        }
+    }
 }
 
 fn push_range(

@@ -124,6 +124,15 @@ async fn commands_become_visible_through_search_get_and_history() {
     let pending = search("status=Pending&count=true").await;
     assert_eq!(keys_of(&pending), vec![key.clone()]);
     assert_eq!(pending.body["totalCount"], 1);
+    // One value binds as `=`, several as `ANY`: both filter the same way.
+    let active = search("status=Active&count=true").await;
+    let either = search("status=Active,Pending&count=true").await;
+    assert_eq!(
+        either.body["totalCount"],
+        active.body["totalCount"].as_i64().expect("count") + 1,
+        "{}",
+        either.body
+    );
     let springfield = search("city=springfield&count=true").await;
     assert_eq!(springfield.body["totalCount"], 7, "{}", springfield.body);
     let land = search("property_type=Land&min_price=100000&max_price=105000").await;
@@ -533,6 +542,19 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
         .await
         .expect("rebuild");
     assert_eq!(rebuilt.listings, 20);
+    // The swapped-in tables come with planner statistics (never-analyzed tables have
+    // reltuples -1, and PostgreSQL guesses plans for them).
+    let unanalyzed: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'read_model' AND c.relkind = 'r' AND c.reltuples < 0",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("statistics");
+    assert!(
+        unanalyzed.is_empty(),
+        "rebuilt tables without statistics: {unanalyzed:?}"
+    );
     assert_eq!(
         probing.await.expect("probe"),
         0,
