@@ -24,13 +24,15 @@ BEGIN
 END
 $$;
 
--- `keh_create_read_model` keeps its name and signature (the rebuild calls it).
+-- `keh_create_read_model` keeps its name and signature (the rebuild calls it); the grants
+-- come last, once every table exists (0007).
 CREATE OR REPLACE FUNCTION keh_create_read_model(target text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM keh_create_read_model_core(target);
     PERFORM keh_create_read_model_media(target);
     PERFORM keh_create_read_model_search(target);
+    PERFORM keh_grant_read_model(target);
 END
 $$;
 

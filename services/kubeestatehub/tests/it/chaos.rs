@@ -94,7 +94,26 @@ async fn command_until_answered(
                     .unwrap_or_default()
                     .to_owned();
                 let etag = keh_loadgen::etag_version(response.headers());
-                let answer: Value = response.json().await.unwrap_or(Value::Null);
+                // The client's own deadline can cut the body off after the status arrived:
+                // that attempt was dropped too, and the retry gets the first answer again.
+                let answer: Value = match response.bytes().await {
+                    Ok(body) => serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    Err(error) => {
+                        let outcome = if error.is_timeout() && drop_it {
+                            "dropped"
+                        } else {
+                            "connection"
+                        };
+                        *tally
+                            .lock()
+                            .unwrap()
+                            .attempts
+                            .entry(outcome.into())
+                            .or_default() += 1;
+                        tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+                        continue;
+                    }
+                };
                 *tally
                     .lock()
                     .unwrap()

@@ -555,6 +555,20 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
         unanalyzed.is_empty(),
         "rebuilt tables without statistics: {unanalyzed:?}"
     );
+    // ... and with the least-privilege grants of the tables they replace (0007).
+    let ungranted: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'read_model' AND c.relkind = 'r'
+            AND NOT (has_table_privilege('keh_query', c.oid, 'SELECT')
+                     AND has_table_privilege('keh_projector', c.oid, 'INSERT, UPDATE, DELETE'))",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("grants");
+    assert!(
+        ungranted.is_empty(),
+        "rebuilt tables the roles cannot use: {ungranted:?}"
+    );
     assert_eq!(
         probing.await.expect("probe"),
         0,
