@@ -342,18 +342,27 @@ pub async fn recompute_dirty(
     limit: i64,
     today: NaiveDate,
     lease: std::time::Duration,
+    min_interval: std::time::Duration,
 ) -> Result<usize, AnalyticsError> {
+    // A series recomputed less than `min_interval` ago waits (its mark stays and collects
+    // further changes): under a steady stream of commands the whole-market series, which
+    // holds every listing, would otherwise be recomputed back to back and keep a core busy.
+    // A series quiet for longer is recomputed at once.
     let claimed: Vec<Dirty> = sqlx::query_as(
         "UPDATE analytics.dirty_series d SET claimed_until = now() + $2::interval
-           FROM (SELECT area_kind, area, property_type FROM analytics.dirty_series
-                  WHERE claimed_until IS NULL OR claimed_until < now()
-                  ORDER BY dirty_from, area_kind, area, property_type
-                  LIMIT $1 FOR UPDATE SKIP LOCKED) c
+           FROM (SELECT d.area_kind, d.area, d.property_type FROM analytics.dirty_series d
+                   LEFT JOIN analytics.series s
+                     ON (s.area_kind, s.area, s.property_type) = (d.area_kind, d.area, d.property_type)
+                  WHERE (d.claimed_until IS NULL OR d.claimed_until < now())
+                    AND (s.computed_at IS NULL OR s.computed_at <= now() - $3::interval)
+                  ORDER BY d.dirty_from, d.area_kind, d.area, d.property_type
+                  LIMIT $1 FOR UPDATE OF d SKIP LOCKED) c
           WHERE (d.area_kind, d.area, d.property_type) = (c.area_kind, c.area, c.property_type)
          RETURNING d.area_kind, d.area, d.property_type, d.dirty_from, d.generation",
     )
     .bind(limit)
     .bind(format!("{} milliseconds", lease.as_millis()))
+    .bind(format!("{} milliseconds", min_interval.as_millis()))
     .fetch_all(pool)
     .await?;
     for dirty in &claimed {

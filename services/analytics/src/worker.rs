@@ -23,6 +23,9 @@ pub struct WorkerSettings {
     /// How long a claimed report job or dirty series is reserved before another worker may
     /// take it over.
     pub report_lease: Duration,
+    /// The shortest time between two recomputations of one series: changes arriving
+    /// meanwhile wait and are folded into the next one.
+    pub min_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -31,6 +34,7 @@ impl Default for WorkerSettings {
             tick: Duration::from_millis(500),
             series_per_round: 16,
             report_lease: Duration::from_secs(60),
+            min_interval: Duration::from_secs(2),
         }
     }
 }
@@ -201,6 +205,7 @@ impl AnalyticsWorker {
                 self.settings.series_per_round,
                 Utc::now().date_naive().max(today),
                 self.settings.report_lease,
+                self.settings.min_interval,
             )
             .await?;
             if claimed == 0 {

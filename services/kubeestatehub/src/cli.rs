@@ -417,6 +417,18 @@ pub struct Settings {
     )]
     pub analytics_tick_ms: u64,
 
+    /// The shortest time between two recomputations of one market series, in milliseconds:
+    /// changes to a series recomputed less than this ago wait and are folded into its next
+    /// recomputation (at most this much later). Bounds the CPU the analytics worker spends
+    /// on large series (the whole market) under a steady stream of commands.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_ANALYTICS_MIN_RECOMPUTE_INTERVAL_MS",
+        default_value_t = 2_000
+    )]
+    pub analytics_min_recompute_interval_ms: u64,
+
     /// development or production (production refuses the development signing key).
     #[arg(
         long,
@@ -577,6 +589,7 @@ impl Settings {
         keh_analytics::worker::WorkerSettings {
             tick: Duration::from_millis(self.analytics_tick_ms.max(10)),
             report_lease: Duration::from_millis(self.report_lease_ms.max(100)),
+            min_interval: Duration::from_millis(self.analytics_min_recompute_interval_ms),
             ..keh_analytics::worker::WorkerSettings::default()
         }
     }

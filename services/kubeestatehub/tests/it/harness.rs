@@ -186,6 +186,8 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         projector_heartbeat_ms: 300,
         analytics_batch: 100,
         analytics_tick_ms: 100,
+        // Tests compare figures right after each change; one test checks the interval.
+        analytics_min_recompute_interval_ms: 0,
         report_lease_ms: 2_000,
         environment: kubeestatehub::cli::Environment::Development,
         jwt_secret: keh_auth::Secret::new(TEST_SECRET),

@@ -726,6 +726,75 @@ async fn small_market(app: &TestApp, pool: &PgPool) {
     settled(pool).await;
 }
 
+/// A series recomputed moments ago waits `KEH_ANALYTICS_MIN_RECOMPUTE_INTERVAL_MS` before its
+/// next recomputation, which then includes every change made meanwhile; a series quiet for
+/// longer is recomputed at once.
+#[tokio::test]
+async fn a_series_is_recomputed_at_most_once_per_interval() {
+    const INTERVAL: Duration = Duration::from_secs(6);
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let mut settings = settings(&db, &nats_url(), &id);
+    settings.analytics_min_recompute_interval_ms = u64::try_from(INTERVAL.as_millis()).unwrap();
+    let app = TestApp::spawn(settings, Roles::ALL).await;
+    let pool = db.pool().await;
+    let market = |pool: PgPool| async move {
+        sqlx::query_as::<_, (DateTime<Utc>, i32)>(
+            "SELECT computed_at, listings FROM analytics.series
+              WHERE area_kind = 'market' AND property_type = 'All'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    small_market(&app, &pool).await;
+    let (first, listings) = market(pool.clone()).await.expect("market series");
+    assert_eq!(listings, 3);
+
+    app.create_listing(json!({
+        "ListingKey": "small-late", "StandardStatus": "Active",
+        "PropertyType": "Residential", "ListPrice": 333_000,
+        "ListingContractDate": "2026-01-06", "OnMarketDate": "2026-01-06",
+        "OriginalEntryTimestamp": at("2026-01-06"),
+        "City": "Springfield", "PostalCode": "62701", "LivingArea": 1700,
+    }))
+    .await;
+    eventually("the new listing's market facts", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM analytics.listing_facts")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 4
+    })
+    .await;
+    let waiting: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM analytics.dirty_series WHERE area_kind = 'market' AND property_type = 'All')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (unchanged, _) = market(pool.clone()).await.expect("market series");
+    let since = (Utc::now() - first).to_std().unwrap_or_default();
+    if since < INTERVAL - Duration::from_secs(1) {
+        assert!(
+            waiting,
+            "the market series was recomputed {since:?} after the last time"
+        );
+        assert_eq!(unchanged, first);
+    }
+    settled(&pool).await;
+    let (second, listings) = market(pool.clone()).await.expect("market series");
+    assert_eq!(
+        listings, 4,
+        "the waiting change is in the next recomputation"
+    );
+    assert!(
+        (second - first).to_std().unwrap_or_default() >= INTERVAL,
+        "recomputed {:?} after the previous time, interval {INTERVAL:?}",
+        second - first
+    );
+}
+
 async fn report_status(app: &TestApp, location: &str) -> Value {
     let reply = app.send(app.client.get(app.url(location))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
