@@ -488,8 +488,16 @@ pub async fn recompute_series(
         );
     }
     drop(rows);
-    for grain in Grain::ALL {
-        let periods = compute::compute(&facts, grain, from, today);
+    // Everything is computed before the first write: a transaction gets its id at its first
+    // write, and until it ends the relay publishes nothing committed after it (it reads
+    // only below the oldest running transaction id, law 3). Computing the whole market
+    // inside that window held every command's event back for as long as it took.
+    let computed: Vec<(Grain, Vec<PeriodMetrics>)> = Grain::ALL
+        .into_iter()
+        .map(|grain| (grain, compute::compute(&facts, grain, from, today)))
+        .collect();
+    drop(facts);
+    for (grain, periods) in computed {
         bind_key(
             "DELETE FROM analytics.market_metrics
               WHERE area_kind = $1 AND area = $2 AND property_type = $3 AND period = $4
