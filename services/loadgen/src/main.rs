@@ -92,8 +92,9 @@ enum Command {
         addr: std::net::SocketAddr,
     },
     /// Command latency on a listing with a long history against fresh listings: appends
-    /// --events changes to one listing, then times --samples detail edits on it and one
-    /// detail edit on each of --samples new listings (sequentially, one client).
+    /// --events changes to one listing, then times --samples detail edits on it, each
+    /// followed by one on a new listing (alternating, one client, so both see the same
+    /// background load).
     History {
         #[arg(long, default_value_t = 1000)]
         events: u64,
