@@ -542,29 +542,32 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
         .await
         .expect("rebuild");
     assert_eq!(rebuilt.listings, 20);
+    // The read-model tables for which `condition` holds.
+    let tables_where = |condition: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(&format!(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'read_model' AND c.relkind = 'r' AND {condition}"
+            ))
+            .fetch_all(&pool)
+            .await
+            .expect("read-model tables")
+        }
+    };
     // The swapped-in tables come with planner statistics (never-analyzed tables have
-    // reltuples -1, and PostgreSQL guesses plans for them).
-    let unanalyzed: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'read_model' AND c.relkind = 'r' AND c.reltuples < 0",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("statistics");
+    // reltuples -1, and PostgreSQL guesses plans for them) ...
+    let unanalyzed = tables_where("c.reltuples < 0").await;
     assert!(
         unanalyzed.is_empty(),
         "rebuilt tables without statistics: {unanalyzed:?}"
     );
     // ... and with the least-privilege grants of the tables they replace (0007).
-    let ungranted: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'read_model' AND c.relkind = 'r'
-            AND NOT (has_table_privilege('keh_query', c.oid, 'SELECT')
-                     AND has_table_privilege('keh_projector', c.oid, 'INSERT, UPDATE, DELETE'))",
+    let ungranted = tables_where(
+        "NOT (has_table_privilege('keh_query', c.oid, 'SELECT')
+              AND has_table_privilege('keh_projector', c.oid, 'INSERT, UPDATE, DELETE'))",
     )
-    .fetch_all(&pool)
-    .await
-    .expect("grants");
+    .await;
     assert!(
         ungranted.is_empty(),
         "rebuilt tables the roles cannot use: {ungranted:?}"
