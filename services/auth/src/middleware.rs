@@ -34,20 +34,28 @@ fn credential(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(None)
 }
 
-/// Browsers' `EventSource` cannot send headers: the live feed also takes the access token
-/// as `?access_token=`.
+/// Browsers' `EventSource` cannot send headers: the live feed takes a feed ticket as
+/// `?ticket=` (`POST /api/v1/auth/feed-ticket`), and, deprecated because it puts a bearer
+/// credential in URLs and logs, an access token as `?access_token=`.
 const QUERY_TOKEN_PATH: &str = "/api/v1/listing-events";
 
-fn query_token(request: &Request) -> Option<String> {
+/// A credential in the feed's query string.
+enum QueryCredential {
+    Ticket(String),
+    AccessToken(String),
+}
+
+fn query_credential(request: &Request) -> Option<QueryCredential> {
     if request.uri().path() != QUERY_TOKEN_PATH {
         return None;
     }
     let query = request.uri().query()?;
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .ok()?
-        .into_iter()
-        .find(|(name, _)| name == "access_token")
-        .map(|(_, value)| value)
+    let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?;
+    pairs.into_iter().find_map(|(name, value)| match name.as_str() {
+        "ticket" => Some(QueryCredential::Ticket(value)),
+        "access_token" => Some(QueryCredential::AccessToken(value)),
+        _ => None,
+    })
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state(auth, resolve)`).
@@ -56,13 +64,20 @@ pub async fn resolve(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let found = credential(request.headers()).map(|c| c.or_else(|| query_token(&request)));
-    let principal = match found {
-        Ok(None) => Principal::Anonymous,
-        Ok(Some(credential)) => match auth.authenticate(&credential).await {
-            Ok(principal) => principal,
-            Err(problem) => return with_challenge(problem.into_response()),
+    let authenticated = match credential(request.headers()) {
+        Ok(Some(credential)) => auth.authenticate(&credential).await,
+        Ok(None) => match query_credential(&request) {
+            None => Ok(Principal::Anonymous),
+            Some(QueryCredential::Ticket(ticket)) => auth.authenticate_ticket(&ticket).await,
+            Some(QueryCredential::AccessToken(token)) => {
+                tracing::debug!("live feed opened with ?access_token= (deprecated: use ?ticket=)");
+                auth.authenticate(&token).await
+            }
         },
+        Err(problem) => Err(problem),
+    };
+    let principal = match authenticated {
+        Ok(principal) => principal,
         Err(problem) => return with_challenge(problem.into_response()),
     };
     let settings = auth.settings();

@@ -74,6 +74,10 @@ pub enum Principal {
         role: Role,
         agent_key: Option<String>,
         office_key: Option<String>,
+        /// The session (refresh-token family) the token belongs to.
+        session: Uuid,
+        /// The user's token epoch the token was issued at.
+        epoch: i64,
     },
     ApiKey {
         key_id: Uuid,

@@ -21,6 +21,7 @@ pub fn router(auth: AuthService) -> Router {
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/sign-out", post(sign_out))
         .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/feed-ticket", post(feed_ticket))
         .route("/api/v1/admin/users", get(users).post(create_user))
         .route("/api/v1/admin/users/{id}", patch(update_user))
         .route("/api/v1/admin/api-keys", get(api_keys).post(create_api_key))
@@ -81,6 +82,7 @@ async fn me(caller: Caller) -> Response {
             role,
             agent_key,
             office_key,
+            ..
         } => json!({
             "kind": "user", "actor": caller.actor(), "user_id": user_id, "username": username,
             "role": role, "agent_key": agent_key, "office_key": office_key,
@@ -94,6 +96,23 @@ async fn me(caller: Caller) -> Response {
         }),
     };
     Json(body).into_response()
+}
+
+/// `POST /api/v1/auth/feed-ticket`: a one-minute credential that opens only the live feed
+/// (`GET /api/v1/listing-events?ticket=…`), so that a browser's `EventSource`, which cannot
+/// send headers, never puts an access token in a URL.
+async fn feed_ticket(State(auth): State<AuthService>, caller: Caller) -> Result<Response, Problem> {
+    if matches!(caller.principal, Principal::Anonymous) {
+        return Err(crate::principal::unauthorized(
+            "sign in first: a ticket carries a signed-in user's access to the feed",
+        ));
+    }
+    let ticket = auth.feed_ticket(&caller.principal)?;
+    Ok(Json(json!({
+        "ticket": ticket,
+        "expires_in": crate::service::FEED_TICKET_TTL.as_secs(),
+    }))
+    .into_response())
 }
 
 fn id(raw: &str, what: &str) -> Result<Uuid, Problem> {

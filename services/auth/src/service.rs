@@ -1,6 +1,7 @@
 //! Users, sign-in and sessions, API keys and the audit log.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -13,12 +14,20 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::AuthSettings;
+use crate::keys::{KeyRing, VerifyError};
+use crate::policy;
 use crate::principal::{Principal, Role, Scope, unauthorized};
-use crate::tokens::{self, API_KEY_PREFIX, TokenKeys};
+use crate::standing::{CHANNEL, Change, Standing, Standings};
+use crate::tokens::{self, API_KEY_PREFIX, Audience, Claims, ISSUER};
 
-/// Shortest password accepted.
-pub const MIN_PASSWORD: usize = 10;
-const MAX_PASSWORD: usize = 1024;
+/// Failed sign-ins an account may have before each next attempt must wait.
+pub const FREE_SIGN_IN_FAILURES: i32 = 5;
+/// The longest wait between sign-in attempts on one account: doubling from one second
+/// after [`FREE_SIGN_IN_FAILURES`], capped so that a third party guessing on purpose
+/// cannot keep the owner out for long.
+pub const MAX_SIGN_IN_DELAY: Duration = Duration::from_secs(30);
+/// How long a live-feed ticket is valid (it only has to last until the feed connects).
+pub const FEED_TICKET_TTL: Duration = Duration::from_secs(60);
 
 /// What sign-in and refresh return (OAuth 2.0 token response names).
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -104,16 +113,11 @@ fn invalid(field: &str, rule: &str, message: impl Into<String>) -> Problem {
     }])
 }
 
-fn check_password(password: &str) -> Result<(), Problem> {
-    let length = password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
-        return Err(invalid(
-            "password",
-            "length",
-            format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
-        ));
-    }
-    Ok(())
+fn check_password(settings: &AuthSettings, password: &str, username: &str) -> Result<(), Problem> {
+    settings
+        .password_policy
+        .check(password, username)
+        .map_err(|message| invalid("password", "weak", message))
 }
 
 fn check_key(field: &str, value: Option<&str>) -> Result<(), Problem> {
@@ -178,6 +182,7 @@ struct Credentials {
     agent_key: Option<String>,
     office_key: Option<String>,
     disabled: bool,
+    token_epoch: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -193,24 +198,150 @@ struct Session {
 pub struct AuthService {
     pool: PgPool,
     settings: Arc<AuthSettings>,
-    keys: TokenKeys,
+    keys: Arc<KeyRing>,
+    standings: Arc<Standings>,
+    /// When the generated keys were last read again for a token naming an unknown key.
+    reloaded: Arc<Mutex<Option<Instant>>>,
+}
+
+fn too_soon(wait: Duration) -> Problem {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut problem = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "sign-in-throttled",
+        "Too Many Requests",
+        format!(
+            "too many failed sign-ins for this account; wait {secs} s before trying again"
+        ),
+    );
+    problem.retry_after_secs = Some(secs);
+    problem
 }
 
 impl AuthService {
+    /// A service with the keys `settings` configure, or, without `KEH_JWT_SECRET`, with no
+    /// key until [`AuthService::start`] loads the installation's (enough for managing
+    /// users; signing and verifying need `start`).
     pub fn new(pool: PgPool, settings: AuthSettings) -> Self {
+        let keys = match &settings.jwt_secret {
+            Some(secret) => KeyRing::configured(secret, &settings.previous_jwt_secrets),
+            None => KeyRing::empty_generated(),
+        };
+        Self::with_keys(pool, settings, keys)
+    }
+
+    fn with_keys(pool: PgPool, settings: AuthSettings, keys: KeyRing) -> Self {
         Self {
-            keys: TokenKeys::new(settings.jwt_secret.expose().as_bytes()),
+            keys: Arc::new(keys),
             settings: Arc::new(settings),
+            standings: Arc::new(Standings::default()),
+            reloaded: Arc::new(Mutex::new(None)),
             pool,
         }
+    }
+
+    /// The service of a running API: configured keys, or the installation's generated ones
+    /// (made now if there are none yet); usernames stored before canonical keys existed get
+    /// theirs.
+    pub async fn start(pool: PgPool, settings: AuthSettings) -> Result<Self, sqlx::Error> {
+        let keys = match &settings.jwt_secret {
+            Some(secret) => KeyRing::configured(secret, &settings.previous_jwt_secrets),
+            None => KeyRing::generated(&pool).await?,
+        };
+        let service = Self::with_keys(pool, settings, keys);
+        service.backfill_username_keys().await;
+        Ok(service)
     }
 
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
     }
 
-    pub fn keys(&self) -> &TokenKeys {
+    pub fn keys(&self) -> &KeyRing {
         &self.keys
+    }
+
+    /// Keeps the cached token state true: listens on `keh_auth` until `shutdown`, dropping
+    /// what a change makes stale (and reading generated keys again after a rotation). While
+    /// the listener is down nothing is cached, so every request reads the database.
+    pub async fn watch(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let connect = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let connected = tokio::select! {
+                () = &mut shutdown => return,
+                connected = connect => connected,
+            };
+            match connected {
+                Ok(mut listener) => {
+                    self.standings.set_listening(true);
+                    self.reload_keys().await;
+                    loop {
+                        let received = tokio::select! {
+                            () = &mut shutdown => {
+                                self.standings.set_listening(false);
+                                return;
+                            }
+                            received = listener.try_recv() => received,
+                        };
+                        match received {
+                            Ok(Some(notification)) => {
+                                if let Some(change) = Change::parse(notification.payload()) {
+                                    self.standings.forget(&change);
+                                    if change == Change::Keys {
+                                        self.reload_keys().await;
+                                    }
+                                }
+                            }
+                            Ok(None) | Err(_) => {
+                                tracing::warn!("lost the auth change listener; not caching token state until it is back");
+                                self.standings.set_listening(false);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for auth changes; retrying");
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn reload_keys(&self) {
+        if let Err(error) = self.keys.reload(&self.pool).await {
+            tracing::warn!(%error, "cannot read the signing keys");
+        }
+    }
+
+    /// Reads generated keys again for a token naming a key this process does not know
+    /// (a rotation it has not heard of yet), at most once a second.
+    async fn reload_for_unknown_key(&self) -> bool {
+        if !self.keys.is_generated() {
+            return false;
+        }
+        let due = match self.reloaded.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            self.reload_keys().await;
+        }
+        due
     }
 
     /// The principal behind a bearer credential (an access token or an API key).
@@ -231,35 +362,187 @@ impl AuthService {
                 scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             });
         }
-        let claims = self.keys.verify(credential).map_err(|error| {
-            use jsonwebtoken::errors::ErrorKind;
-            match error.kind() {
-                ErrorKind::ExpiredSignature => {
-                    unauthorized("the access token has expired; refresh it or sign in again")
-                }
-                _ => unauthorized("the access token is not valid"),
+        self.verify(credential, Audience::Api).await
+    }
+
+    /// The user behind a live-feed ticket (`?ticket=`).
+    pub async fn authenticate_ticket(&self, ticket: &str) -> Result<Principal, Problem> {
+        self.verify(ticket, Audience::Feed).await
+    }
+
+    /// Checks a token's signature, expiry and audience, then the state behind it: its user
+    /// exists and is enabled, its epoch is the user's, its session is open.
+    async fn verify(&self, token: &str, audience: Audience) -> Result<Principal, Problem> {
+        let what = match audience {
+            Audience::Api => "access token",
+            Audience::Feed => "feed ticket",
+        };
+        let mut verified = self.keys.verify(token, audience);
+        if matches!(verified, Err(VerifyError::UnknownKey)) && self.reload_for_unknown_key().await
+        {
+            verified = self.keys.verify(token, audience);
+        }
+        let claims = verified.map_err(|error| match error {
+            VerifyError::Expired => unauthorized(format!(
+                "the {what} has expired; refresh it or sign in again"
+            )),
+            VerifyError::UnknownKey | VerifyError::Invalid => {
+                unauthorized(format!("the {what} is not valid"))
             }
         })?;
-        let user_id = Uuid::parse_str(&claims.sub)
-            .map_err(|_| unauthorized("the access token is not valid"))?;
-        Ok(Principal::User {
-            user_id,
-            username: claims.name,
-            role: claims.role,
-            agent_key: claims.agent_key,
-            office_key: claims.office_key,
+        let invalid = || unauthorized(format!("the {what} is not valid"));
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| invalid())?;
+        let session = Uuid::parse_str(&claims.sid).map_err(|_| invalid())?;
+        let standing = self
+            .standings
+            .get(&self.pool, user_id, session)
+            .await
+            .map_err(|e| database(&e))?;
+        match standing {
+            Standing::NoUser => Err(unauthorized(format!(
+                "the {what} is for a user that does not exist"
+            ))),
+            Standing::User { disabled: true, .. } => {
+                Err(unauthorized("the account is disabled"))
+            }
+            Standing::User { epoch, .. } if epoch != claims.ver => Err(unauthorized(
+                "the account changed since this token was issued (role, keys or password); refresh it or sign in again",
+            )),
+            Standing::User {
+                session_open: false,
+                ..
+            } => Err(unauthorized(
+                "the session was signed out or revoked; sign in again",
+            )),
+            Standing::User { .. } => Ok(Principal::User {
+                user_id,
+                username: claims.name,
+                role: claims.role,
+                agent_key: claims.agent_key,
+                office_key: claims.office_key,
+                session,
+                epoch: claims.ver,
+            }),
+        }
+    }
+
+    fn sign(
+        &self,
+        audience: Audience,
+        c: &Credentials,
+        role: Role,
+        session: Uuid,
+        ttl: Duration,
+    ) -> Result<String, Problem> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            iss: ISSUER.to_owned(),
+            aud: audience.as_str().to_owned(),
+            sub: c.user_id.to_string(),
+            name: c.username.clone(),
+            role,
+            agent_key: c.agent_key.clone(),
+            office_key: c.office_key.clone(),
+            sid: session.to_string(),
+            ver: c.token_epoch,
+            iat: now,
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            jti: Uuid::new_v4().to_string(),
+        };
+        self.keys.sign(&claims).map_err(|error| {
+            tracing::error!(%error, "signing a token failed");
+            Problem::unavailable("no signing key is available yet; retry later")
         })
     }
 
-    /// Signs a user in: an access token and a new session's refresh token.
+    /// A live-feed ticket for a signed-in user: valid for [`FEED_TICKET_TTL`], only for
+    /// `GET /api/v1/listing-events?ticket=`, and only while the user's session is.
+    pub fn feed_ticket(&self, principal: &Principal) -> Result<String, Problem> {
+        let Principal::User {
+            user_id,
+            username,
+            role,
+            agent_key,
+            office_key,
+            session,
+            epoch,
+        } = principal
+        else {
+            return Err(Problem::bad_request(
+                "no-ticket-needed",
+                "tickets are for signed-in users; anonymous callers need none and API keys go in the X-API-Key header",
+            ));
+        };
+        let credentials = Credentials {
+            user_id: *user_id,
+            username: username.clone(),
+            password_hash: String::new(),
+            role: role.as_str().to_owned(),
+            agent_key: agent_key.clone(),
+            office_key: office_key.clone(),
+            disabled: false,
+            token_epoch: *epoch,
+        };
+        self.sign(Audience::Feed, &credentials, *role, *session, FEED_TICKET_TTL)
+    }
+
+    /// How long sign-in must still wait for the account with this key, if at all.
+    async fn sign_in_wait(&self, key: &str) -> Result<Option<Duration>, Problem> {
+        let wait: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM blocked_until - now())::float8 FROM auth.sign_in_failures
+              WHERE username_key = $1 AND blocked_until > now()",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| database(&e))?;
+        Ok(wait.map(|secs| Duration::from_secs_f64(secs.max(0.0))))
+    }
+
+    /// Counts a failed sign-in: past [`FREE_SIGN_IN_FAILURES`], each next attempt waits
+    /// twice as long, up to [`MAX_SIGN_IN_DELAY`]. Rows of accounts that stopped failing a
+    /// day ago are cleared on the way.
+    async fn record_failure(&self, key: &str) -> Result<(), Problem> {
+        sqlx::query(
+            "WITH stale AS (
+                 DELETE FROM auth.sign_in_failures WHERE last_failure < now() - interval '1 day')
+             INSERT INTO auth.sign_in_failures AS f (username_key, failures, last_failure, blocked_until)
+             VALUES ($1, 1, now(), now())
+             ON CONFLICT (username_key) DO UPDATE SET
+                 failures = f.failures + 1,
+                 last_failure = now(),
+                 blocked_until = now() + make_interval(secs =>
+                     CASE WHEN f.failures + 1 > $2
+                          THEN least($3, power(2, least(f.failures + 1 - $2 - 1, 20)))
+                          ELSE 0 END)",
+        )
+        .bind(key)
+        .bind(FREE_SIGN_IN_FAILURES)
+        .bind(MAX_SIGN_IN_DELAY.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| database(&e))?;
+        Ok(())
+    }
+
+    /// Signs a user in: an access token and a new session's refresh token. An account with
+    /// too many recent failures must wait first (429), whichever address the attempts come
+    /// from; a success clears its count.
     pub async fn sign_in(&self, username: &str, password: &str) -> Result<TokenPair, Problem> {
         // No stored username has control characters (and PostgreSQL refuses NUL).
         let username = if has_control(username) { "" } else { username };
+        let key = policy::username_key(username);
+        if let Some(wait) = self.sign_in_wait(&key).await? {
+            return Err(too_soon(wait));
+        }
         let found: Option<Credentials> = sqlx::query_as(
-            "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled
-               FROM auth.users WHERE username = $1",
+            "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled, token_epoch
+               FROM auth.users
+              WHERE username_key = $1 OR (username_key IS NULL AND username = $2)
+              ORDER BY username_key NULLS LAST LIMIT 1",
         )
-        .bind(username)
+        .bind(&key)
+        .bind(username.trim())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| database(&e))?;
@@ -267,10 +550,32 @@ impl AuthService {
             .as_ref()
             .map_or_else(|| DUMMY_HASH.to_owned(), |c| c.password_hash.clone());
         let matches = verify_password(password.to_owned(), hash).await;
-        let refused = || unauthorized("the username or the password is wrong");
-        let credentials = found
-            .filter(|c| matches && !c.disabled)
-            .ok_or_else(refused)?;
+        let Some(credentials) = found.filter(|c| matches && !c.disabled) else {
+            self.record_failure(&key).await?;
+            return Err(unauthorized("the username or the password is wrong"));
+        };
+        sqlx::query("DELETE FROM auth.sign_in_failures WHERE username_key = $1")
+            .bind(&key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| database(&e))?;
+        let mut connection = self.pool.acquire().await.map_err(|e| database(&e))?;
+        self.issue(&mut connection, credentials, Uuid::new_v4())
+            .await
+    }
+
+    /// A new session for a user, without a password: for trusted callers only (the command
+    /// line, tests), never reachable over HTTP.
+    pub async fn session_for(&self, user_id: Uuid) -> Result<TokenPair, Problem> {
+        let credentials: Credentials = sqlx::query_as(
+            "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled, token_epoch
+               FROM auth.users WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| database(&e))?
+        .ok_or_else(|| Problem::not_found(format!("no user has id {user_id}")))?;
         let mut connection = self.pool.acquire().await.map_err(|e| database(&e))?;
         self.issue(&mut connection, credentials, Uuid::new_v4())
             .await
@@ -286,20 +591,13 @@ impl AuthService {
         family_id: Uuid,
     ) -> Result<TokenPair, Problem> {
         let role = Role::parse(&c.role).ok_or_else(Problem::internal)?;
-        let access_token = self
-            .keys
-            .issue(
-                c.user_id,
-                &c.username,
-                role,
-                c.agent_key.clone(),
-                c.office_key.clone(),
-                self.settings.access_ttl,
-            )
-            .map_err(|error| {
-                tracing::error!(%error, "signing an access token failed");
-                Problem::internal()
-            })?;
+        let access_token = self.sign(
+            Audience::Api,
+            &c,
+            role,
+            family_id,
+            self.settings.access_ttl,
+        )?;
         let refresh_token = tokens::random_secret();
         let user = sqlx::query_as::<_, User>(
             "WITH issued AS (
@@ -358,7 +656,7 @@ impl AuthService {
         let credentials: Credentials = sqlx::query_as(
             "UPDATE auth.refresh_tokens t SET revoked_at = now() FROM auth.users u
               WHERE t.token_id = $1 AND u.user_id = t.user_id
-             RETURNING u.user_id, u.username, u.password_hash, u.role, u.agent_key, u.office_key, u.disabled",
+             RETURNING u.user_id, u.username, u.password_hash, u.role, u.agent_key, u.office_key, u.disabled, u.token_epoch",
         )
         .bind(token_id)
         .fetch_one(&mut *tx)
@@ -371,6 +669,36 @@ impl AuthService {
         let pair = self.issue(&mut tx, credentials, family_id).await?;
         tx.commit().await.map_err(|e| database(&e))?;
         Ok(pair)
+    }
+
+    /// Gives usernames stored before canonical keys existed their key. Two old names that
+    /// now compare equal keep signing in by their exact spelling (the second gets no key);
+    /// an operator should rename one.
+    async fn backfill_username_keys(&self) {
+        let rows: Vec<(Uuid, String)> = match sqlx::query_as(
+            "SELECT user_id, username FROM auth.users WHERE username_key IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read usernames without a canonical key");
+                return;
+            }
+        };
+        for (user_id, username) in rows {
+            let updated = sqlx::query(
+                "UPDATE auth.users SET username_key = $2 WHERE user_id = $1 AND username_key IS NULL",
+            )
+            .bind(user_id)
+            .bind(policy::username_key(&username))
+            .execute(&self.pool)
+            .await;
+            if let Err(error) = updated {
+                tracing::warn!(%error, %username, "username looks like another user's; rename one of them");
+            }
+        }
     }
 
     /// Ends a session: its refresh tokens are revoked.
@@ -410,15 +738,10 @@ impl AuthService {
 
     /// Creates a user (audited as `actor`).
     pub async fn create_user(&self, actor: &str, new: NewUser) -> Result<User, Problem> {
-        let username = new.username.trim().to_owned();
-        if username.is_empty() || username.chars().count() > 100 || has_control(&username) {
-            return Err(invalid(
-                "username",
-                "invalid-value",
-                "must be 1 to 100 characters, none of them control characters",
-            ));
-        }
-        check_password(&new.password)?;
+        let name = policy::username(&new.username)
+            .map_err(|message| invalid("username", "invalid-value", message))?;
+        let username = name.display.clone();
+        check_password(&self.settings, &new.password, &username)?;
         check_key("agent_key", new.agent_key.as_deref())?;
         check_key("office_key", new.office_key.as_deref())?;
         if new.role == Role::Agent && new.agent_key.is_none() {
@@ -431,9 +754,9 @@ impl AuthService {
         let hash = hash_password(new.password).await?;
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
         let user: Option<User> = sqlx::query_as(
-            "INSERT INTO auth.users (user_id, username, password_hash, role, agent_key, office_key)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (username) DO NOTHING
+            "INSERT INTO auth.users (user_id, username, password_hash, role, agent_key, office_key, username_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT DO NOTHING
              RETURNING user_id, username, role, agent_key, office_key, disabled, created_at",
         )
         .bind(Uuid::new_v4())
@@ -442,6 +765,7 @@ impl AuthService {
         .bind(new.role.as_str())
         .bind(&new.agent_key)
         .bind(&new.office_key)
+        .bind(&name.key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
@@ -450,9 +774,13 @@ impl AuthService {
                 StatusCode::CONFLICT,
                 "user-exists",
                 "Conflict",
-                format!("a user named {username} exists"),
+                format!("a user named {username}, or one whose name looks the same, exists"),
             )
-            .with_field("username", "exists", "choose another username")
+            .with_field(
+                "username",
+                "exists",
+                "choose another username (case, width and look-alike letters do not make a name different)",
+            )
         })?;
         self.audit(
             &mut tx,
@@ -485,7 +813,7 @@ impl AuthService {
         change: UserChange,
     ) -> Result<User, Problem> {
         if let Some(password) = &change.password {
-            check_password(password)?;
+            check_password(&self.settings, password, "")?;
         }
         if let Some(Some(key)) = &change.agent_key {
             check_key("agent_key", Some(key))?;

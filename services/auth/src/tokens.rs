@@ -1,24 +1,42 @@
-//! Access tokens (JWT, HS256) and the random secrets behind refresh tokens and API keys.
-
-use std::time::Duration;
+//! Access tokens and feed tickets (JWT, HS256, signed by the [`KeyRing`](crate::keys::KeyRing)),
+//! and the random secrets behind refresh tokens and API keys.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::principal::Role;
 
-const ISSUER: &str = "kubeestatehub";
+pub const ISSUER: &str = "kubeestatehub";
 
-/// What an access token says.
+/// What a token is for. An access token is refused where a feed ticket is expected and the
+/// other way round, so a ticket leaked through a URL or a log opens nothing but the feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Every API (`Authorization: Bearer`).
+    Api,
+    /// Only `GET /api/v1/listing-events` (`?ticket=`), for a minute.
+    Feed,
+}
+
+impl Audience {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "kubeestatehub-api",
+            Self::Feed => "kubeestatehub-feed",
+        }
+    }
+}
+
+/// What a token says. `sid` and `ver` tie it to state that is checked on every request: the
+/// session it belongs to (signed out: refused) and the user's token epoch when it was
+/// issued (disabled, demoted, password changed: the epoch moved, refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
+    pub aud: String,
     /// The user id.
     pub sub: String,
     pub name: String,
@@ -27,66 +45,13 @@ pub struct Claims {
     pub agent_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub office_key: Option<String>,
+    /// The session (refresh-token family) the token was issued for.
+    pub sid: String,
+    /// The user's token epoch at issue.
+    pub ver: i64,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
-}
-
-/// Signs and verifies access tokens.
-#[derive(Clone)]
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-}
-
-impl TokenKeys {
-    pub fn new(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 5;
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
-    }
-
-    /// An access token for a user, valid for `ttl`.
-    pub fn issue(
-        &self,
-        user_id: Uuid,
-        name: &str,
-        role: Role,
-        agent_key: Option<String>,
-        office_key: Option<String>,
-        ttl: Duration,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = Utc::now().timestamp();
-        let claims = Claims {
-            iss: ISSUER.to_owned(),
-            sub: user_id.to_string(),
-            name: name.to_owned(),
-            role,
-            agent_key,
-            office_key,
-            iat: now,
-            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
-            jti: Uuid::new_v4().to_string(),
-        };
-        self.sign(&claims)
-    }
-
-    /// Signs arbitrary claims (tests mint expired tokens with it).
-    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-    }
-
-    /// The claims of a valid, unexpired token signed with this key.
-    pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims)
-    }
 }
 
 /// 32 random bytes, URL-safe.

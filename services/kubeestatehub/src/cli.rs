@@ -96,8 +96,12 @@ pub enum Command {
     /// API works too).
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Apply database migrations, then exit.
+    /// Apply database migrations (and make the installation's first signing key when
+    /// KEH_JWT_SECRET is unset), then exit.
     Migrate,
+    /// The keys generated for signing access tokens (used when KEH_JWT_SECRET is unset).
+    #[command(subcommand)]
+    SigningKeys(SigningKeysCommand),
     /// Print the JSON Schema of the published event envelope, then exit.
     Schema,
     /// Ask the role running on this machine's KEH_HTTP_ADDR whether it is healthy: exits 0
@@ -125,6 +129,7 @@ impl Command {
             Self::Seed { .. } => "seed",
             Self::Users(_) => "users",
             Self::Migrate => "migrate",
+            Self::SigningKeys(_) => "signing-keys",
             Self::Schema => "schema",
             Self::Health { .. } => "health",
         };
@@ -148,8 +153,9 @@ pub enum ProjectionsCommand {
 /// `kubeestatehub users …`.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum UsersCommand {
-    /// Create a user. The password is read from KEH_USER_PASSWORD, or else from the first
-    /// line of standard input (never from the command line, where `ps` would show it).
+    /// Create a user. The password is read from KEH_USER_PASSWORD, or generated
+    /// (--generate-password), or else read from the first line of standard input (never
+    /// from the command line, where `ps` would show it).
     Create {
         #[arg(long)]
         username: String,
@@ -165,10 +171,30 @@ pub enum UsersCommand {
         /// Succeed without changes when the user exists (for idempotent bootstrap scripts).
         #[arg(long)]
         if_missing: bool,
+        /// Generate a strong random password and print it once (when KEH_USER_PASSWORD is
+        /// unset): the first-administrator bootstrap of a fresh installation.
+        #[arg(long)]
+        generate_password: bool,
     },
 }
 
-/// Where the binary runs: production refuses development secrets.
+/// `kubeestatehub signing-keys …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum SigningKeysCommand {
+    /// List the keys (id, created, retired; never the secret).
+    List,
+    /// Make a new key that signs from now on. The previous keys keep verifying for one
+    /// access-token lifetime (KEH_ACCESS_TOKEN_TTL_SECS), so nobody is signed out; with
+    /// --retire-now they stop at once (a leaked key: every access token signed with it is
+    /// refused; sessions continue through their refresh tokens). Every running replica
+    /// switches at once.
+    Rotate {
+        #[arg(long)]
+        retire_now: bool,
+    },
+}
+
+/// Where the binary runs: development accepts the documented development password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Environment {
     Development,
@@ -429,7 +455,9 @@ pub struct Settings {
     )]
     pub analytics_min_recompute_interval_ms: u64,
 
-    /// development or production (production refuses the development signing key).
+    /// development or production (development accepts the documented development password
+    /// `admin-password` for new users; production accepts only passwords that resist
+    /// guessing).
     #[arg(
         long,
         global = true,
@@ -439,16 +467,63 @@ pub struct Settings {
     )]
     pub environment: Environment,
 
-    /// Key signing access tokens (HS256; at least 32 random bytes in production).
+    /// Secret signing access tokens (HS256; at least 32 bytes, e.g. `openssl rand -base64
+    /// 48`). Unset: a random key is generated once per installation and kept in the
+    /// database, so replicas agree and restarts keep sessions (rotate it with
+    /// `kubeestatehub signing-keys rotate`).
+    #[arg(long, global = true, env = "KEH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<keh_auth::Secret>,
+
+    /// Previous signing secrets, comma-separated: they only verify, so tokens signed before
+    /// a rotation of KEH_JWT_SECRET keep working until they expire.
     #[arg(
         long,
         global = true,
-        env = "KEH_JWT_SECRET",
+        env = "KEH_JWT_PREVIOUS_SECRETS",
         hide_env_values = true,
-        hide_default_value = true,
-        default_value = keh_auth::DEVELOPMENT_SECRET
+        value_delimiter = ','
     )]
-    pub jwt_secret: keh_auth::Secret,
+    pub jwt_previous_secrets: Vec<keh_auth::Secret>,
+
+    /// Bearer token that reads /metrics, /api/v1/metrics and the detailed health report
+    /// (Prometheus sends it). Unset: only callers on this machine's loopback may read them.
+    /// Probes (/api/v1/health/live, /ready) and the plain /api/v1/health status stay open.
+    #[arg(long, global = true, env = "KEH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<keh_auth::Secret>,
+
+    /// How far back (in events) a caller without credentials may replay the live feed with
+    /// Last-Event-ID: enough for a browser reconnecting after a sleep; beyond it, a 409 says
+    /// how to catch up (signed in, paged history, or the NATS stream).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_FEED_ANONYMOUS_REPLAY",
+        default_value_t = 10_000
+    )]
+    pub feed_anonymous_replay: u64,
+
+    /// Live-feed connections this process serves at once (beyond: 503).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_FEED_MAX_STREAMS",
+        default_value_t = 1_000
+    )]
+    pub feed_max_streams: usize,
+
+    /// Live-feed connections one caller (user, API key, or anonymous address) may hold at
+    /// once (beyond: 429).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_FEED_MAX_STREAMS_PER_CALLER",
+        default_value_t = 8
+    )]
+    pub feed_max_streams_per_caller: usize,
+
+    /// Accept `http://` MediaURLs (besides `https://`) in new commands.
+    #[arg(long, global = true, env = "KEH_MEDIA_ALLOW_HTTP", default_value_t = false, action = ArgAction::Set)]
+    pub media_allow_http: bool,
 
     /// Lifetime of access tokens, in seconds.
     #[arg(
@@ -598,6 +673,10 @@ impl Settings {
     pub fn auth(&self) -> keh_auth::AuthSettings {
         keh_auth::AuthSettings {
             jwt_secret: self.jwt_secret.clone(),
+            previous_jwt_secrets: self.jwt_previous_secrets.clone(),
+            password_policy: keh_auth::policy::PasswordPolicy {
+                allow_development_password: self.environment == Environment::Development,
+            },
             access_ttl: Duration::from_secs(self.access_token_ttl_secs.max(1)),
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs.max(1)),
             anonymous_read: self.anonymous_read,

@@ -22,7 +22,9 @@ pub mod import;
 pub mod openapi;
 pub mod seed;
 
-use cli::{Cli, Command, Environment, ProjectionsCommand, RebuildTarget, Settings, UsersCommand};
+use cli::{
+    Cli, Command, ProjectionsCommand, RebuildTarget, Settings, SigningKeysCommand, UsersCommand,
+};
 
 /// The roles a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +97,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("applying migrations")?;
             tracing::info!("migrations applied");
+            if settings.jwt_secret.is_none() && keh_auth::keys::ensure_generated(&pool).await? {
+                tracing::info!("made this installation's access-token signing key");
+            }
             return Ok(());
         }
+        Command::SigningKeys(command) => return signing_keys(&settings, command).await,
         Command::Projections(ProjectionsCommand::Rebuild { target }) => {
             return rebuild(&settings, target).await;
         }
@@ -107,9 +113,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             agent_key,
             office_key,
             if_missing,
+            generate_password,
         }) => {
             return create_user(
-                &settings, username, &role, agent_key, office_key, if_missing,
+                &settings,
+                NewUserArgs {
+                    username,
+                    role,
+                    agent_key,
+                    office_key,
+                    if_missing,
+                    generate_password,
+                },
             )
             .await;
         }
@@ -202,20 +217,82 @@ async fn health_check(addr: std::net::SocketAddr, check: cli::HealthCheck) -> an
     Ok(())
 }
 
-/// `kubeestatehub users create`.
-async fn create_user(
-    settings: &Settings,
+/// `kubeestatehub signing-keys list|rotate`.
+async fn signing_keys(settings: &Settings, command: SigningKeysCommand) -> anyhow::Result<()> {
+    if settings.jwt_secret.is_some() {
+        anyhow::bail!(
+            "KEH_JWT_SECRET is set, so generated keys are not in use: rotate by moving the current secret to KEH_JWT_PREVIOUS_SECRETS and setting a new KEH_JWT_SECRET"
+        );
+    }
+    let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool("keys"))?;
+    if settings.migrate {
+        keh_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    if let SigningKeysCommand::Rotate { retire_now } = command {
+        let overlap = if retire_now {
+            Duration::ZERO
+        } else {
+            settings.auth().access_ttl + Duration::from_secs(60)
+        };
+        let kid = keh_auth::keys::rotate(&pool, overlap).await?;
+        println!(
+            "key {kid} signs from now on; previous keys {}",
+            if retire_now {
+                "no longer verify".to_owned()
+            } else {
+                format!("verify for {} s more", overlap.as_secs())
+            }
+        );
+    }
+    for key in keh_auth::keys::list(&pool).await? {
+        println!(
+            "{}\tcreated {}\t{}",
+            key.kid,
+            key.created_at.to_rfc3339(),
+            match key.retired_at {
+                None => "signing".to_owned(),
+                Some(at) => format!("retired {}", at.to_rfc3339()),
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The arguments of `kubeestatehub users create`.
+struct NewUserArgs {
     username: String,
-    role: &str,
+    role: String,
     agent_key: Option<String>,
     office_key: Option<String>,
     if_missing: bool,
-) -> anyhow::Result<()> {
-    let role = keh_auth::Role::parse(role)
+    generate_password: bool,
+}
+
+/// `kubeestatehub users create`.
+async fn create_user(settings: &Settings, args: NewUserArgs) -> anyhow::Result<()> {
+    let NewUserArgs {
+        username,
+        role,
+        agent_key,
+        office_key,
+        if_missing,
+        generate_password,
+    } = args;
+    let role = keh_auth::Role::parse(&role)
         .ok_or_else(|| anyhow::anyhow!("--role must be admin, agent or viewer"))?;
-    let password = match std::env::var("KEH_USER_PASSWORD") {
+    let mut generated = false;
+    // An empty KEH_USER_PASSWORD counts as unset (compose passes `${VAR:-}` through).
+    let password = match std::env::var("KEH_USER_PASSWORD").map_err(|_| ()).and_then(|p| {
+        if p.is_empty() { Err(()) } else { Ok(p) }
+    }) {
         Ok(password) => password,
-        Err(_) => {
+        Err(()) if generate_password => {
+            generated = true;
+            keh_auth::tokens::random_secret()
+        }
+        Err(()) => {
             let mut line = String::new();
             std::io::stdin()
                 .read_line(&mut line)
@@ -235,7 +312,7 @@ async fn create_user(
             "cli",
             keh_auth::service::NewUser {
                 username: username.clone(),
-                password,
+                password: password.clone(),
                 role,
                 agent_key,
                 office_key,
@@ -248,6 +325,12 @@ async fn create_user(
                 "created {} user {} ({})",
                 user.role, user.username, user.user_id
             );
+            if generated {
+                println!(
+                    "sign in as {} with the password {password} (shown only now: keep it in a password manager, then change it)",
+                    user.username
+                );
+            }
             Ok(())
         }
         Err(problem) if if_missing && problem.status == axum::http::StatusCode::CONFLICT => {
@@ -464,14 +547,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let role_name = roles.name();
-    if settings.environment == Environment::Production {
-        settings
-            .auth()
-            .check_production()
-            .map_err(|reason| anyhow::anyhow!("refusing to start in production: {reason}"))?;
-    } else if roles.serves_api() && settings.jwt_secret.expose() == keh_auth::DEVELOPMENT_SECRET {
-        tracing::warn!("signing access tokens with the development key (KEH_ENV=development)");
-    }
+    settings
+        .auth()
+        .check()
+        .map_err(|reason| anyhow::anyhow!("refusing to start: {reason}"))?;
     let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool(role_name))?;
     if settings.migrate {
         keh_store::migrate(&pool)
@@ -510,7 +589,20 @@ pub async fn start(
         health = health.with(command_api.health());
         api = api.merge(command_api.router());
     }
-    let auth = keh_auth::AuthService::new(pool.clone(), settings.auth());
+    let auth = if roles.serves_api() {
+        let auth = keh_auth::AuthService::start(pool.clone(), settings.auth())
+            .await
+            .context("loading the access-token signing keys")?;
+        let watcher = auth.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            watcher.watch(token.cancelled_owned()).await;
+            Ok::<(), anyhow::Error>(())
+        });
+        auth
+    } else {
+        keh_auth::AuthService::new(pool.clone(), settings.auth())
+    };
     if roles.query_api {
         let layout = SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions);
         let query_api = QueryApi::new(pool.clone(), nats.clone(), settings.stream.clone(), layout);

@@ -3,19 +3,20 @@
 
 use keh_auth::Role;
 use keh_auth::service::NewUser;
-use keh_auth::tokens::{Claims, TokenKeys};
+use keh_auth::keys::KeyRing;
+use keh_auth::tokens::Claims;
 use kubeestatehub::Roles;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
 
-async fn user(auth: &keh_auth::AuthService, name: &str, role: Role, agent_key: Option<&str>) {
+pub(crate) async fn user(auth: &keh_auth::AuthService, name: &str, role: Role, agent_key: Option<&str>) {
     auth.create_user(
         "test",
         NewUser {
             username: name.to_owned(),
-            password: format!("{name}-password"),
+            password: password_of(name),
             role,
             agent_key: agent_key.map(str::to_owned),
             office_key: None,
@@ -25,12 +26,17 @@ async fn user(auth: &keh_auth::AuthService, name: &str, role: Role, agent_key: O
     .expect("user");
 }
 
-async fn sign_in(app: &TestApp, name: &str) -> Value {
+/// The password test users get: strong enough for the password policy.
+pub(crate) fn password_of(name: &str) -> String {
+    format!("{name}-kestrel-quarry-57")
+}
+
+pub(crate) async fn sign_in(app: &TestApp, name: &str) -> Value {
     let reply = app
         .send(
             client_with(None)
                 .post(app.url("/api/v1/auth/token"))
-                .json(&json!({"username": name, "password": format!("{name}-password")})),
+                .json(&json!({"username": name, "password": password_of(name)})),
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -131,30 +137,18 @@ async fn unauthorized_and_forbidden_requests_are_refused_and_write_nothing() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let revoked = revoked["key"].as_str().unwrap().to_owned();
 
-    let keys = TokenKeys::new(TEST_SECRET.as_bytes());
-    let expired = keys
-        .sign(&Claims {
-            iss: "kubeestatehub".to_owned(),
-            sub: uuid::Uuid::new_v4().to_string(),
-            name: "ada".to_owned(),
-            role: Role::Admin,
-            agent_key: None,
-            office_key: None,
-            iat: chrono::Utc::now().timestamp() - 3600,
-            exp: chrono::Utc::now().timestamp() - 600,
-            jti: "x".to_owned(),
-        })
-        .unwrap();
-    let forged = TokenKeys::new(b"another key that is not the platform's own key")
-        .issue(
-            uuid::Uuid::new_v4(),
-            "ada",
-            Role::Admin,
-            None,
-            None,
-            std::time::Duration::from_secs(600),
-        )
-        .unwrap();
+    // Valid in every way but its expiry, for a user who exists and a session that is open.
+    let ada_claims = |secret: &str, exp: i64| {
+        let claims = claims_of(&ada);
+        KeyRing::configured(&keh_auth::Secret::new(secret), &[])
+            .sign(&Claims { exp, ..claims })
+            .unwrap()
+    };
+    let expired = ada_claims(TEST_SECRET, chrono::Utc::now().timestamp() - 600);
+    let forged = ada_claims(
+        "another key that is not the platform's own key",
+        chrono::Utc::now().timestamp() + 600,
+    );
 
     let create = "/api/v1/listings".to_owned();
     let price = format!("/api/v1/listings/{key}/price");
@@ -525,7 +519,7 @@ async fn anonymous_reading_can_be_turned_off() {
         .send(client_with(None).get(app.url("/api/v1/market/areas")))
         .await;
     assert_eq!(market.status, 401);
-    let viewer = token_for(Role::Viewer, None);
+    let viewer = app.token(Role::Viewer, None).await;
     // The live feed takes the token as a query parameter (browsers' EventSource cannot send
     // headers); a bad one is refused, not read as anonymous.
     let feed = |query: String| {
@@ -558,24 +552,6 @@ async fn anonymous_reading_can_be_turned_off() {
 }
 
 #[tokio::test]
-async fn production_refuses_the_development_signing_key() {
-    let db = TestDb::create().await;
-    let mut settings = settings(&db, &nats_url(), &unique_id());
-    settings.environment = kubeestatehub::cli::Environment::Production;
-    settings.jwt_secret = keh_auth::Secret::new(keh_auth::DEVELOPMENT_SECRET);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let outcome = kubeestatehub::start(
-        settings,
-        Roles::ALL,
-        listener,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
-    let error = outcome.expect_err("must refuse to start").to_string();
-    assert!(error.contains("development key"), "{error}");
-}
-
-#[tokio::test]
 async fn callers_beyond_their_rate_get_429_with_retry_after_and_others_do_not() {
     let db = TestDb::create().await;
     let mut settings = settings(&db, &nats_url(), &unique_id());
@@ -602,7 +578,7 @@ async fn callers_beyond_their_rate_get_429_with_retry_after_and_others_do_not() 
     assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
     assert!(statuses[3..].contains(&429), "{statuses:?}");
     // Another caller has its own budget; probes are never limited.
-    let viewer = client_with(Some(&token_for(Role::Viewer, None)));
+    let viewer = client_with(Some(&app.token(Role::Viewer, None).await));
     let reply = app.send(viewer.get(app.url("/api/v1/market/areas"))).await;
     assert_eq!(reply.status, 200);
     for _ in 0..5 {

@@ -313,7 +313,7 @@ async fn nothing_is_lost_or_duplicated_when_parts_fail_under_load() {
     let mut relay = RoleProcess::start("relay", &env).await;
     let mut projector = RoleProcess::start("projector", &env).await;
     let mut analytics = RoleProcess::start("analytics", &env).await;
-    let client = client_with(Some(&token_for(keh_auth::Role::Admin, None)));
+    let client = client_with(Some(&admin_token(&pg.url("kubeestatehub")).await));
 
     // The working set, before any fault.
     let mut working_set = Vec::new();

@@ -127,19 +127,58 @@ impl Drop for TestDb {
 /// The key test instances sign access tokens with.
 pub(crate) const TEST_SECRET: &str = "test-signing-key-0123456789abcdef0123456789";
 
-/// An access token for `role`, signed with the test key (tests mint the tokens they need
-/// instead of signing in, except where sign-in itself is tested).
-pub(crate) fn token_for(role: keh_auth::Role, agent_key: Option<&str>) -> String {
-    keh_auth::tokens::TokenKeys::new(TEST_SECRET.as_bytes())
-        .issue(
-            Uuid::new_v4(),
-            &format!("test-{}", role.as_str()),
-            role,
-            agent_key.map(str::to_owned),
-            None,
-            Duration::from_secs(900),
+/// A user with `role` made for a test, signed in without a password (tests mint the
+/// sessions they need instead of signing in, except where sign-in itself is tested).
+pub(crate) async fn token_for(
+    database_url: &str,
+    auth: keh_auth::AuthSettings,
+    role: keh_auth::Role,
+    agent_key: Option<&str>,
+) -> String {
+    let pool = PgPool::connect(database_url).await.expect("connect");
+    let auth = keh_auth::AuthService::start(pool.clone(), auth)
+        .await
+        .expect("auth service");
+    let user = auth
+        .create_user(
+            "test",
+            keh_auth::service::NewUser {
+                username: format!("test-{}-{}", role.as_str(), Uuid::new_v4().simple()),
+                password: "kestrel-quarry-57-lantern".to_owned(),
+                role,
+                agent_key: agent_key.map(str::to_owned),
+                office_key: None,
+            },
         )
-        .expect("token")
+        .await
+        .expect("user");
+    let pair = auth.session_for(user.user_id).await.expect("session");
+    pool.close().await;
+    pair.access_token
+}
+
+/// What a token says, read without checking it (tests re-sign altered copies).
+pub(crate) fn claims_of(token: &str) -> keh_auth::tokens::Claims {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.insecure_disable_signature_validation();
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    jsonwebtoken::decode(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(b""),
+        &validation,
+    )
+    .expect("claims")
+    .claims
+}
+
+/// An administrator's access token on an instance that signs with [`TEST_SECRET`].
+pub(crate) async fn admin_token(database_url: &str) -> String {
+    let auth = keh_auth::AuthSettings {
+        jwt_secret: Some(keh_auth::Secret::new(TEST_SECRET)),
+        ..keh_auth::AuthSettings::default()
+    };
+    token_for(database_url, auth, keh_auth::Role::Admin, None).await
 }
 
 /// A client that sends `token` with every request.
@@ -190,7 +229,13 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         analytics_min_recompute_interval_ms: 0,
         report_lease_ms: 2_000,
         environment: kubeestatehub::cli::Environment::Development,
-        jwt_secret: keh_auth::Secret::new(TEST_SECRET),
+        jwt_secret: Some(keh_auth::Secret::new(TEST_SECRET)),
+        jwt_previous_secrets: Vec::new(),
+        metrics_token: None,
+        feed_anonymous_replay: 10_000,
+        feed_max_streams: 1_000,
+        feed_max_streams_per_caller: 8,
+        media_allow_http: false,
         access_token_ttl_secs: 900,
         refresh_token_ttl_secs: 3600,
         anonymous_read: true,
@@ -261,18 +306,29 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(start(settings.clone(), roles, listener, shutdown.clone()));
-        // Tests act as an administrator unless they say otherwise.
-        let client = client_with(Some(&token_for(keh_auth::Role::Admin, None)));
-        let app = Self {
+        let mut app = Self {
             base,
-            client,
+            client: client_with(None),
             settings,
             shutdown,
             task: Some(task),
         };
         app.wait_until(|status| status == 200, "/api/v1/health/live")
             .await;
+        // Tests act as an administrator unless they say otherwise.
+        app.client = client_with(Some(&app.token(keh_auth::Role::Admin, None).await));
         app
+    }
+
+    /// An access token of a new user with `role` on this instance.
+    pub(crate) async fn token(&self, role: keh_auth::Role, agent_key: Option<&str>) -> String {
+        token_for(
+            self.settings.database_url.expose(),
+            self.settings.auth(),
+            role,
+            agent_key,
+        )
+        .await
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

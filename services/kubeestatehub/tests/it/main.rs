@@ -19,6 +19,7 @@ mod openapi;
 mod privileges;
 pub(crate) mod queries;
 mod relay;
+mod security;
 mod seed;
 mod stream_privacy;
 mod traces;

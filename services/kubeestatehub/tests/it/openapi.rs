@@ -77,7 +77,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     crate::market::settled(&pool).await;
 
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
-    let token = token_for(keh_auth::Role::Admin, None);
+    let token = app.token(keh_auth::Role::Admin, None).await;
     let output = tokio::process::Command::new(schemathesis())
         .arg("--no-color")
         .arg("--config-file")

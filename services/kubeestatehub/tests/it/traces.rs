@@ -115,7 +115,7 @@ async fn one_trace_runs_from_the_command_to_every_consumer_and_logs_carry_its_id
     // The caller's own trace: everything the platform does for this command joins it.
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let caller_span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    let client = client_with(Some(&token_for(keh_auth::Role::Admin, None)));
+    let client = client_with(Some(&admin_token(&db.url).await));
     let created = client
         .post(format!("{base}/api/v1/listings"))
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
