@@ -31,7 +31,9 @@ pub struct EventEnvelope {
     pub effective_at: DateTime<Utc>,
     /// When the event was committed to the store.
     pub recorded_at: DateTime<Utc>,
-    /// Who issued the command (`anonymous` until sign-in exists).
+    /// Who issued the command. The internal stream names them (`user:NAME`,
+    /// `api-key:NAME:ID`, `system:seed`, `system:import`); the public stream and the live
+    /// feed carry only the kind (`user`, `api-key`, `system:…`, `anonymous`).
     pub actor: String,
     /// Ties together everything caused by one user action (from `X-Correlation-Id` or new).
     pub correlation_id: Uuid,

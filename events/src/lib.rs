@@ -5,12 +5,15 @@
 //! - [`listing`]: the listing events (the payloads stored in PostgreSQL and published);
 //! - [`envelope`]: the published envelope (ids, sequence, timestamps, actor, correlation) and headers;
 //! - [`subject`]: the NATS subject layout, listing-key encoding and partitioning;
-//! - [`schema`]: JSON Schema generated from these types (checked into `docs/schema/`).
+//! - [`schema`]: JSON Schema generated from these types (checked into `docs/schema/`);
+//! - [`public`]: what public surfaces (the public stream, the live feed, anonymous reads)
+//!   show instead of who acted and of media URLs that are not safe to follow.
 //!
 //! This crate does no I/O: it is types, their serde form and pure functions.
 
 pub mod envelope;
 pub mod listing;
+pub mod public;
 pub mod reso;
 pub mod schema;
 pub mod subject;

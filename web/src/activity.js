@@ -36,6 +36,7 @@ export function activityPage(root) {
   const list = h('ol', { class: 'feed', 'aria-live': 'polite', 'aria-relevant': 'additions' });
   const empty = h('p', { class: 'status' }, 'Waiting for listing events… (they appear here as they happen)');
   const unsubscribe = onListingEvent((envelope) => {
+    if (envelope.EventType === 'Resync') return;
     empty.hidden = true;
     list.prepend(h('li', { class: 'flash' },
       h('time', { datetime: envelope.RecordedAt }, formatTime(envelope.RecordedAt)),

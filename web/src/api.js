@@ -126,8 +126,19 @@ export function query(params) {
   return s ? `?${s}` : '';
 }
 
-/** The live event feed (Server-Sent Events); EventSource cannot send headers, so a
- * signed-in session's token goes as `access_token`. */
-export function liveFeed(params = {}) {
-  return new EventSource(`/api/v1/listing-events${query({ ...params, access_token: session?.access_token })}`);
+/**
+ * The live event feed (Server-Sent Events) from `lastEventId` on. EventSource cannot send
+ * headers, so a signed-in session fetches a one-minute feed ticket first: the access token
+ * itself never goes into a URL (where proxies and logs would keep it).
+ */
+export async function liveFeed(params = {}, lastEventId = null) {
+  let ticket;
+  if (session?.access_token) {
+    try {
+      ({ body: { ticket } } = await api('POST', '/api/v1/auth/feed-ticket'));
+    } catch {
+      ticket = undefined; // signed out meanwhile, or the server is away: read anonymously
+    }
+  }
+  return new EventSource(`/api/v1/listing-events${query({ ...params, ticket, last_event_id: lastEventId })}`);
 }

@@ -243,6 +243,10 @@ export function detailPage(root, key) {
   }
 
   const unsubscribe = onListingEvent((event) => {
+    if (event.EventType === 'Resync' && !asOf) {
+      load();
+      return;
+    }
     if (event.ListingKey === key && !asOf && listing && Number(event.Sequence) > Number(listing.Version)) {
       api('GET', `${path}?min_version=${event.Sequence}&wait_ms=5000`).then(() => load(), () => load());
     }

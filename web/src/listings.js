@@ -121,6 +121,10 @@ export function listingsPage(root) {
   // Rows update themselves when their listing changes; a new listing refreshes page one.
   let refresh = null;
   const unsubscribe = onListingEvent(async (event) => {
+    if (event.EventType === 'Resync') {
+      load(true);
+      return;
+    }
     const key = event.ListingKey;
     if (view.keys.has(key)) {
       try {

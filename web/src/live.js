@@ -1,5 +1,9 @@
-// One live connection per page (Server-Sent Events through EventSource, which reconnects by
-// itself and resumes after the last event id it saw). Views subscribe to listing events.
+// One live connection per page (Server-Sent Events through EventSource). EventSource
+// reconnects by itself after a network blip; when the server refuses a reconnection (its
+// one-minute ticket expired, or an anonymous page slept past how far back the server
+// replays), the connection closes and is opened here again with a fresh ticket, resuming
+// after the last event seen; if that keeps failing it starts from now, and views reload.
+// Views subscribe to listing events.
 
 import { liveFeed } from './api.js';
 
@@ -12,40 +16,69 @@ const subscribers = new Set();
 const watchers = new Set();
 let source = null;
 let state = 'connecting';
+let lastEventId = null;
+let failures = 0;
 
 function setState(next) {
   state = next;
   for (const watch of watchers) watch(state);
 }
 
-function connect() {
-  source = liveFeed();
-  source.addEventListener('open', () => setState('live'));
-  source.addEventListener('error', () => setState(source.readyState === EventSource.CLOSED ? 'offline' : 'reconnecting'));
+async function connect() {
+  const opened = await liveFeed({}, lastEventId);
+  source = opened;
+  opened.addEventListener('open', () => {
+    failures = 0;
+    setState('live');
+  });
+  opened.addEventListener('error', () => {
+    if (opened.readyState !== EventSource.CLOSED) {
+      setState('reconnecting');
+      return;
+    }
+    setState('offline');
+    failures += 1;
+    if (failures >= 2 && lastEventId !== null) {
+      // Resuming is refused: start from now; views reload what they show.
+      lastEventId = null;
+      for (const subscriber of subscribers) subscriber({ EventType: 'Resync' });
+    }
+    setTimeout(() => {
+      if (source === opened) connect();
+    }, Math.min(30000, 1000 * 2 ** Math.min(failures - 1, 5)));
+  });
   for (const type of EVENT_TYPES) {
-    source.addEventListener(type, (message) => {
+    opened.addEventListener(type, (message) => {
       let envelope;
       try {
         envelope = JSON.parse(message.data);
       } catch {
         return;
       }
+      lastEventId = message.lastEventId || lastEventId;
       envelope.StreamSequence = message.lastEventId;
       for (const subscriber of subscribers) subscriber(envelope);
     });
   }
 }
 
+let starting = false;
+function start() {
+  if (starting) return;
+  starting = true;
+  connect();
+}
+
 /** Calls `callback(envelope)` for every listing event; returns the unsubscribe function. */
 export function onListingEvent(callback) {
-  if (!source) connect();
+  if (!source) start();
   subscribers.add(callback);
   return () => subscribers.delete(callback);
 }
 
 /** Calls `callback(state)` now and whenever the connection state changes. */
 export function onConnection(callback) {
-  if (!source) connect();
+  if (!source) start();
   watchers.add(callback);
   callback(state);
   return () => watchers.delete(callback);

@@ -77,6 +77,8 @@ pub struct AuthSettings {
     /// Whether an agent may change every listing of their office, not only their own.
     pub office_access: bool,
     pub password_policy: policy::PasswordPolicy,
+    /// Take the client address from `X-Forwarded-For` (behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for AuthSettings {
@@ -89,6 +91,7 @@ impl Default for AuthSettings {
             anonymous_read: true,
             office_access: false,
             password_policy: policy::PasswordPolicy::default(),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -100,16 +103,11 @@ impl AuthSettings {
     /// Refuses configured keys too short to resist guessing (in every environment: a
     /// development installation can be reachable too).
     pub fn check(&self) -> Result<(), String> {
-        for (name, secret) in self
-            .jwt_secret
-            .iter()
-            .map(|s| ("KEH_JWT_SECRET", s))
-            .chain(
-                self.previous_jwt_secrets
-                    .iter()
-                    .map(|s| ("KEH_JWT_PREVIOUS_SECRETS", s)),
-            )
-        {
+        for (name, secret) in self.jwt_secret.iter().map(|s| ("KEH_JWT_SECRET", s)).chain(
+            self.previous_jwt_secrets
+                .iter()
+                .map(|s| ("KEH_JWT_PREVIOUS_SECRETS", s)),
+        ) {
             if secret.expose().len() < MIN_SECRET_BYTES {
                 return Err(format!(
                     "{name} must be at least {MIN_SECRET_BYTES} bytes long (e.g. `openssl rand -base64 48`), or leave KEH_JWT_SECRET unset to use a generated key"

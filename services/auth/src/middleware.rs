@@ -51,11 +51,13 @@ fn query_credential(request: &Request) -> Option<QueryCredential> {
     }
     let query = request.uri().query()?;
     let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?;
-    pairs.into_iter().find_map(|(name, value)| match name.as_str() {
-        "ticket" => Some(QueryCredential::Ticket(value)),
-        "access_token" => Some(QueryCredential::AccessToken(value)),
-        _ => None,
-    })
+    pairs
+        .into_iter()
+        .find_map(|(name, value)| match name.as_str() {
+            "ticket" => Some(QueryCredential::Ticket(value)),
+            "access_token" => Some(QueryCredential::AccessToken(value)),
+            _ => None,
+        })
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state(auth, resolve)`).
@@ -81,10 +83,12 @@ pub async fn resolve(
         Err(problem) => return with_challenge(problem.into_response()),
     };
     let settings = auth.settings();
+    let address = crate::ratelimit::client_address(&request, settings.trust_forwarded_for);
     request.extensions_mut().insert(Caller {
         principal,
         anonymous_read: settings.anonymous_read,
         office_access: settings.office_access,
+        address,
     });
     with_challenge(next.run(request).await)
 }

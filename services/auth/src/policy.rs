@@ -139,19 +139,18 @@ mod tests {
             assert!(policy.check(weak, "alice").is_err(), "{weak} was accepted");
         }
         assert!(policy.check("short", "alice").is_err());
-        for strong in [
-            "correct horse battery staple",
-            "violet-lantern-orbit-57",
-        ] {
+        for strong in ["correct horse battery staple", "violet-lantern-orbit-57"] {
             assert_eq!(policy.check(strong, "alice"), Ok(()), "{strong}");
         }
     }
 
     #[test]
     fn the_development_password_only_where_allowed() {
-        assert!(PasswordPolicy::default()
-            .check(DEVELOPMENT_PASSWORD, "admin")
-            .is_err());
+        assert!(
+            PasswordPolicy::default()
+                .check(DEVELOPMENT_PASSWORD, "admin")
+                .is_err()
+        );
         let development = PasswordPolicy {
             allow_development_password: true,
         };

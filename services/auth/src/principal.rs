@@ -93,6 +93,8 @@ pub struct Caller {
     pub principal: Principal,
     pub anonymous_read: bool,
     pub office_access: bool,
+    /// The client's address (`ip:…`, an IPv6 /64), for limits on anonymous callers.
+    pub address: String,
 }
 
 impl Default for Caller {
@@ -102,6 +104,7 @@ impl Default for Caller {
             principal: Principal::Anonymous,
             anonymous_read: true,
             office_access: false,
+            address: "ip:unknown".to_owned(),
         }
     }
 }
@@ -141,6 +144,16 @@ impl Caller {
             Principal::Anonymous => "anonymous".to_owned(),
             Principal::User { username, .. } => format!("user:{username}"),
             Principal::ApiKey { key_id, name, .. } => format!("api-key:{name}:{key_id}"),
+        }
+    }
+
+    /// What limits count per caller: a user or an API key by identity, anyone else by
+    /// address.
+    pub fn limit_key(&self) -> String {
+        match &self.principal {
+            Principal::Anonymous => self.address.clone(),
+            Principal::User { user_id, .. } => format!("user:{user_id}"),
+            Principal::ApiKey { key_id, .. } => format!("key:{key_id}"),
         }
     }
 

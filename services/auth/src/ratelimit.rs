@@ -32,6 +32,39 @@ pub struct RateLimit {
     trust_forwarded_for: bool,
 }
 
+/// The client's address: the peer, or behind a trusted proxy the hop it appended last
+/// to `X-Forwarded-For` (the leftmost entries are whatever the client wrote). IPv6
+/// clients are grouped by /64, the block one client usually holds.
+pub fn client_address(request: &Request, trust_forwarded_for: bool) -> String {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        })
+        .flatten();
+    let peer = || {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+    };
+    match forwarded.or_else(peer) {
+        Some(IpAddr::V6(v6)) => {
+            let segments = v6.segments();
+            format!(
+                "ip:{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".to_owned(),
+    }
+}
+
 fn keyed(per_second: NonZeroU32, burst: NonZeroU32) -> DefaultKeyedRateLimiter<String> {
     RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst.max(per_second)))
 }
@@ -61,38 +94,8 @@ impl RateLimit {
         }
     }
 
-    /// The client's address: the peer, or behind a trusted proxy the hop it appended last
-    /// to `X-Forwarded-For` (the leftmost entries are whatever the client wrote). IPv6
-    /// clients are grouped by /64, the block one client usually holds.
     fn address(&self, request: &Request) -> String {
-        let forwarded = self
-            .trust_forwarded_for
-            .then(|| {
-                request
-                    .headers()
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.rsplit(',').next())
-                    .and_then(|v| v.trim().parse::<IpAddr>().ok())
-            })
-            .flatten();
-        let peer = || {
-            request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip())
-        };
-        match forwarded.or_else(peer) {
-            Some(IpAddr::V6(v6)) => {
-                let segments = v6.segments();
-                format!(
-                    "ip:{:x}:{:x}:{:x}:{:x}::/64",
-                    segments[0], segments[1], segments[2], segments[3]
-                )
-            }
-            Some(ip) => format!("ip:{ip}"),
-            None => "ip:unknown".to_owned(),
-        }
+        client_address(request, self.trust_forwarded_for)
     }
 }
 

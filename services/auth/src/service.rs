@@ -210,9 +210,7 @@ fn too_soon(wait: Duration) -> Problem {
         StatusCode::TOO_MANY_REQUESTS,
         "sign-in-throttled",
         "Too Many Requests",
-        format!(
-            "too many failed sign-ins for this account; wait {secs} s before trying again"
-        ),
+        format!("too many failed sign-ins for this account; wait {secs} s before trying again"),
     );
     problem.retry_after_secs = Some(secs);
     problem
@@ -298,7 +296,9 @@ impl AuthService {
                                 }
                             }
                             Ok(None) | Err(_) => {
-                                tracing::warn!("lost the auth change listener; not caching token state until it is back");
+                                tracing::warn!(
+                                    "lost the auth change listener; not caching token state until it is back"
+                                );
                                 self.standings.set_listening(false);
                                 break;
                             }
@@ -378,8 +378,7 @@ impl AuthService {
             Audience::Feed => "feed ticket",
         };
         let mut verified = self.keys.verify(token, audience);
-        if matches!(verified, Err(VerifyError::UnknownKey)) && self.reload_for_unknown_key().await
-        {
+        if matches!(verified, Err(VerifyError::UnknownKey)) && self.reload_for_unknown_key().await {
             verified = self.keys.verify(token, audience);
         }
         let claims = verified.map_err(|error| match error {
@@ -402,9 +401,7 @@ impl AuthService {
             Standing::NoUser => Err(unauthorized(format!(
                 "the {what} is for a user that does not exist"
             ))),
-            Standing::User { disabled: true, .. } => {
-                Err(unauthorized("the account is disabled"))
-            }
+            Standing::User { disabled: true, .. } => Err(unauthorized("the account is disabled")),
             Standing::User { epoch, .. } if epoch != claims.ver => Err(unauthorized(
                 "the account changed since this token was issued (role, keys or password); refresh it or sign in again",
             )),
@@ -483,7 +480,13 @@ impl AuthService {
             disabled: false,
             token_epoch: *epoch,
         };
-        self.sign(Audience::Feed, &credentials, *role, *session, FEED_TICKET_TTL)
+        self.sign(
+            Audience::Feed,
+            &credentials,
+            *role,
+            *session,
+            FEED_TICKET_TTL,
+        )
     }
 
     /// How long sign-in must still wait for the account with this key, if at all.
@@ -591,13 +594,8 @@ impl AuthService {
         family_id: Uuid,
     ) -> Result<TokenPair, Problem> {
         let role = Role::parse(&c.role).ok_or_else(Problem::internal)?;
-        let access_token = self.sign(
-            Audience::Api,
-            &c,
-            role,
-            family_id,
-            self.settings.access_ttl,
-        )?;
+        let access_token =
+            self.sign(Audience::Api, &c, role, family_id, self.settings.access_ttl)?;
         let refresh_token = tokens::random_secret();
         let user = sqlx::query_as::<_, User>(
             "WITH issued AS (

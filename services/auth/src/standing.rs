@@ -75,9 +75,7 @@ impl Standings {
     ) -> Result<Standing, sqlx::Error> {
         let listening = self.listening.load(Ordering::Acquire);
         let generation = self.generation.load(Ordering::Acquire);
-        if listening
-            && let Some(standing) = self.cached(user, session)
-        {
+        if listening && let Some(standing) = self.cached(user, session) {
             return Ok(standing);
         }
         let row: Option<(i64, bool, bool)> = sqlx::query_as(
@@ -122,7 +120,10 @@ impl Standings {
         })
     }
 
-    fn with_entries<T>(&self, f: impl FnOnce(&mut HashMap<(Uuid, Uuid), (Standing, Instant)>) -> T) -> T {
+    fn with_entries<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<(Uuid, Uuid), (Standing, Instant)>) -> T,
+    ) -> T {
         match self.entries.lock() {
             Ok(mut guard) => f(&mut guard),
             Err(poisoned) => f(&mut poisoned.into_inner()),
@@ -134,8 +135,8 @@ impl Standings {
         self.with_entries(|entries| {
             self.generation.fetch_add(1, Ordering::AcqRel);
             match change {
-            Change::User(id) => entries.retain(|(user, _), _| user != id),
-            Change::Session(id) => entries.retain(|(_, session), _| session != id),
+                Change::User(id) => entries.retain(|(user, _), _| user != id),
+                Change::Session(id) => entries.retain(|(_, session), _| session != id),
                 Change::Keys => {}
             }
         });

@@ -327,28 +327,32 @@ pub struct AddMediaRequest {
 }
 
 impl AddMediaRequest {
+    /// Checks the URL here, at the command's edge (absolute `https`, or `http` where
+    /// allowed; no credentials; a public host; stored in normal form), not in the event
+    /// value type: events stored before this check must still load.
     pub(crate) fn into_command(
         self,
         generated_key: ShortText,
-        now: DateTime<Utc>,
+        edge: Edge,
     ) -> Result<AddMedia, Vec<FieldError>> {
         let mut checks = Checks::default();
         let at = checks.take(effective(
             self.modification_timestamp,
             "ModificationTimestamp",
-            now,
+            edge.now,
         ));
-        let url_ok = match url::Url::parse(self.media_url.as_str()) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(()),
-            _ => checks.take(Err(FieldError {
-                field: "MediaURL".to_owned(),
-                rule: "invalid-url".to_owned(),
-                message: "MediaURL must be an absolute http or https URL".to_owned(),
-            })),
-        };
-        let value = at.zip(url_ok).map(|(at, ())| AddMedia {
+        let url = checks.take(
+            keh_events::public::check_media_url(self.media_url.as_str(), edge.allow_http_media)
+                .and_then(|normal| Text2k::new(&normal))
+                .map_err(|message| FieldError {
+                    field: "MediaURL".to_owned(),
+                    rule: "invalid-url".to_owned(),
+                    message: format!("MediaURL {message}"),
+                }),
+        );
+        let value = at.zip(url).map(|(at, media_url)| AddMedia {
             media_key: self.media_key.unwrap_or(generated_key),
-            media_url: self.media_url,
+            media_url,
             media_category: self.media_category,
             short_description: self.short_description,
             order: self.order,
@@ -434,9 +438,22 @@ impl ScheduleOpenHouseRequest {
     }
 }
 
+/// What a command is decided against at the edge besides its body: the time, and the
+/// installation's rules for values that leave the platform (media URLs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Edge {
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) allow_http_media: bool,
+}
+
 /// A request body that becomes one command on an existing listing.
 pub(crate) trait CommandBody: serde::de::DeserializeOwned + Send {
     fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>>;
+
+    /// The command, decided with the edge's rules (most bodies need only the time).
+    fn command_at(self, edge: Edge) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.command(edge.now)
+    }
 
     /// The `ListingId` the command would set (it must be free).
     fn listing_id(&self) -> Option<ShortText> {
@@ -483,7 +500,14 @@ impl CommandBody for ChangeStatusRequest {
 
 impl CommandBody for AddMediaRequest {
     fn command(self, now: DateTime<Utc>) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
-        self.into_command(new_key(), now)
+        self.command_at(Edge {
+            now,
+            allow_http_media: false,
+        })
+    }
+
+    fn command_at(self, edge: Edge) -> Result<keh_listing::ListingCommand, Vec<FieldError>> {
+        self.into_command(new_key(), edge)
             .map(keh_listing::ListingCommand::AddMedia)
     }
 }

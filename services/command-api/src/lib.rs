@@ -34,11 +34,16 @@ use context::{CommandContext, IfMatch};
 #[derive(Clone)]
 pub struct CommandApi {
     store: Arc<Store>,
+    /// Accept `http://` media URLs besides `https://` (`KEH_MEDIA_ALLOW_HTTP`).
+    allow_http_media: bool,
 }
 
 impl CommandApi {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<Store>, allow_http_media: bool) -> Self {
+        Self {
+            store,
+            allow_http_media,
+        }
     }
 
     /// The routes of the command API. Reads (`GET` on the same paths) are the query API's.
@@ -174,10 +179,11 @@ async fn keyed<T: dto::CommandBody>(
 ) -> Result<Response, Problem> {
     let key = path_key(&key, "ListingKey")?;
     let listing_id = body.value.listing_id();
-    let command = body
-        .value
-        .command(Utc::now())
-        .map_err(Problem::validation)?;
+    let edge = dto::Edge {
+        now: Utc::now(),
+        allow_http_media: api.allow_http_media,
+    };
+    let command = body.value.command_at(edge).map_err(Problem::validation)?;
     submit(
         &api,
         &key,
@@ -539,6 +545,7 @@ fn listing_response(
     if !private {
         keh_events::listing::remove_private_fields(&mut body);
     }
+    keh_events::public::redact_media(&mut body);
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
         headers.insert(header::ETAG, etag);

@@ -491,6 +491,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEH_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<keh_auth::Secret>,
 
+    /// A file holding the metrics token (instead of KEH_METRICS_TOKEN; e.g. a mounted
+    /// Secret, or the token compose generates).
+    #[arg(long, global = true, env = "KEH_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<std::path::PathBuf>,
+
     /// How far back (in events) a caller without credentials may replay the live feed with
     /// Last-Event-ID: enough for a browser reconnecting after a sleep; beyond it, a 409 says
     /// how to catch up (signed in, paged history, or the NATS stream).
@@ -681,11 +686,26 @@ impl Settings {
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs.max(1)),
             anonymous_read: self.anonymous_read,
             office_access: self.agent_office_access,
+            trust_forwarded_for: self.trust_forwarded_for,
         }
     }
 
-    pub fn http(&self) -> keh_platform::http::HttpSettings {
-        keh_platform::http::HttpSettings {
+    /// The HTTP settings; fails when the metrics token file cannot be read.
+    pub fn http(&self) -> Result<keh_platform::http::HttpSettings, String> {
+        let ops_token = match (&self.metrics_token, &self.metrics_token_file) {
+            (Some(token), _) => Some(token.expose().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading KEH_METRICS_TOKEN_FILE {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        }
+        .filter(|token| !token.is_empty())
+        .map(keh_platform::http::OpsToken::new);
+        Ok(keh_platform::http::HttpSettings {
+            ops_token,
             body_limit: self.body_limit_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             cors_origins: self
@@ -695,7 +715,7 @@ impl Settings {
                 .filter(|o| !o.is_empty())
                 .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
                 .collect(),
-        }
+        })
     }
 
     pub fn pool(&self, role: &str) -> keh_store::PoolSettings {

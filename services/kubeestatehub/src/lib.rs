@@ -284,9 +284,10 @@ async fn create_user(settings: &Settings, args: NewUserArgs) -> anyhow::Result<(
         .ok_or_else(|| anyhow::anyhow!("--role must be admin, agent or viewer"))?;
     let mut generated = false;
     // An empty KEH_USER_PASSWORD counts as unset (compose passes `${VAR:-}` through).
-    let password = match std::env::var("KEH_USER_PASSWORD").map_err(|_| ()).and_then(|p| {
-        if p.is_empty() { Err(()) } else { Ok(p) }
-    }) {
+    let password = match std::env::var("KEH_USER_PASSWORD")
+        .map_err(|_| ())
+        .and_then(|p| if p.is_empty() { Err(()) } else { Ok(p) })
+    {
         Ok(password) => password,
         Err(()) if generate_password => {
             generated = true;
@@ -551,6 +552,9 @@ pub async fn start(
         .auth()
         .check()
         .map_err(|reason| anyhow::anyhow!("refusing to start: {reason}"))?;
+    let http = settings
+        .http()
+        .map_err(|reason| anyhow::anyhow!("refusing to start: {reason}"))?;
     let pool = keh_store::connect_lazy(settings.database_url.expose(), &settings.pool(role_name))?;
     if settings.migrate {
         keh_store::migrate(&pool)
@@ -585,7 +589,7 @@ pub async fn start(
 
     if roles.command_api {
         let store = Arc::new(Store::new(pool.clone(), settings.snapshot_every));
-        let command_api = CommandApi::new(store);
+        let command_api = CommandApi::new(store, settings.media_allow_http);
         health = health.with(command_api.health());
         api = api.merge(command_api.router());
     }
@@ -605,7 +609,17 @@ pub async fn start(
     };
     if roles.query_api {
         let layout = SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions);
-        let query_api = QueryApi::new(pool.clone(), nats.clone(), settings.stream.clone(), layout);
+        let query_api = QueryApi::new(
+            pool.clone(),
+            nats.clone(),
+            settings.stream.clone(),
+            layout,
+            keh_query_api::feed::FeedLimits {
+                anonymous_replay: settings.feed_anonymous_replay,
+                max_streams: settings.feed_max_streams.max(1),
+                max_per_caller: settings.feed_max_streams_per_caller.max(1),
+            },
+        );
         health = health.with(query_api.health());
         api = api
             .merge(query_api.router())
@@ -725,7 +739,7 @@ pub async fn start(
         });
     }
 
-    let app = keh_platform::http::app(api, health, registry, &settings.http())?;
+    let app = keh_platform::http::app(api, health, registry, &http)?;
     let token = shutdown.clone();
     tasks.spawn(async move {
         keh_platform::http::serve(listener, app, token)

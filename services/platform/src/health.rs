@@ -113,20 +113,21 @@ impl Health {
         }
     }
 
-    /// `/api/v1/health`: 200 with every dependency's status, 503 when not ready.
-    pub async fn report(&self) -> Response {
+    /// `/api/v1/health` and `/api/v1/health/ready`: 200 when every required dependency
+    /// answers, else 503; with `detailed`, every dependency's status, latency and error
+    /// (for operators: it names the platform's dependencies), else only the status.
+    pub async fn report(&self, detailed: bool) -> Response {
         let report = self.run().await;
         let status = if report.status == "ready" {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        (status, Json(report)).into_response()
-    }
-
-    /// `/api/v1/health/ready`: 200 when every required dependency answers, else 503.
-    pub async fn ready(&self) -> Response {
-        self.report().await
+        if detailed {
+            (status, Json(report)).into_response()
+        } else {
+            (status, Json(serde_json::json!({ "status": report.status }))).into_response()
+        }
     }
 
     /// `/api/v1/health/live`: the process is serving.

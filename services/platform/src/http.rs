@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
@@ -23,6 +25,32 @@ use crate::health::Health;
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::{Problem, problem_for_plain_errors};
 
+/// The bearer token that reads metrics and the detailed health report (Prometheus sends
+/// it); `Debug` never shows it.
+#[derive(Clone)]
+pub struct OpsToken(Arc<str>);
+
+impl OpsToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(Arc::from(token.into()))
+    }
+}
+
+impl std::fmt::Debug for OpsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpsToken(***)")
+    }
+}
+
+/// Longest request target (path and query) answered; beyond it, 414 problem+json.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes (names and values) a request may carry; beyond, 431 problem+json.
+/// (Past hyper's own limits — 100 headers, about 400 KiB of head — the connection's parser
+/// answers a bare 431 or 414 before any of this code runs.)
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Longest `X-Request-Id` taken from a client (else a new one is made).
+const MAX_REQUEST_ID: usize = 128;
+
 /// Limits applied to every request.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
@@ -33,6 +61,9 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Browser origins allowed to call the APIs (CORS); none: no CORS headers at all.
     pub cors_origins: Vec<HeaderValue>,
+    /// Who may read `/metrics`, `/api/v1/metrics` and the detailed health report besides
+    /// callers on loopback: those sending this bearer token.
+    pub ops_token: Option<OpsToken>,
 }
 
 impl Default for HttpSettings {
@@ -41,8 +72,111 @@ impl Default for HttpSettings {
             body_limit: 256 * 1024,
             request_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
+            ops_token: None,
         }
     }
+}
+
+/// Whether a request may read what operators read (metrics, the detailed health report):
+/// it comes from this machine's loopback, not through a proxy (a proxy on the same machine
+/// would make every caller look local), or it carries the ops token.
+fn ops_allowed(request: &Request, token: Option<&OpsToken>) -> bool {
+    let headers = request.headers();
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    let local = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|info| info.0.ip().is_loopback());
+    if local && !proxied {
+        return true;
+    }
+    let Some(token) = token else { return false };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, sent)| {
+            scheme.eq_ignore_ascii_case("bearer") && same_secret(sent.trim(), &token.0)
+        })
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0_u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
+fn ops_refused() -> axum::response::Response {
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        "metrics and the detailed health report need the metrics token (KEH_METRICS_TOKEN) as Authorization: Bearer",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"kubeestatehub-metrics\""),
+    );
+    response
+}
+
+/// Middleware: a request target or header block larger than the limits gets a 414 or 431
+/// problem+json before anything else reads it.
+async fn limit_sizes(request: Request, next: middleware::Next) -> axum::response::Response {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI Too Long",
+            format!("the request target has {uri} bytes; at most {MAX_URI_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request Header Fields Too Large",
+            format!(
+                "the request headers have {headers} bytes; at most {MAX_HEADER_BYTES} are accepted"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Middleware: a client's `X-Request-Id` is kept only if it is short and made of safe
+/// characters (letters, digits, `-`, `_`, `.`, `:`), else dropped so a new one is made: it
+/// is echoed in answers and written to logs.
+async fn sanitize_request_id(mut request: Request) -> Request {
+    let safe = request.headers().get(REQUEST_ID).is_none_or(|value| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if !safe {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -57,41 +191,33 @@ pub fn app(
 ) -> Result<Router, prometheus::Error> {
     let http_metrics = Arc::new(HttpMetrics::register(&registry)?);
     let health = Arc::new(health);
-    let ready = Arc::clone(&health);
-    let metrics_registry = Arc::clone(&registry);
-    let ops = Router::new()
-        .route(
-            "/api/v1/health",
-            get(move || {
-                let health = Arc::clone(&health);
-                async move { health.report().await }
-            }),
-        )
-        .route(
-            "/api/v1/health/ready",
-            get(move || {
-                let health = Arc::clone(&ready);
-                async move { health.ready().await }
-            }),
-        )
-        .route("/api/v1/health/live", get(|| async { Health::live() }))
-        .route(
-            "/metrics",
-            get({
-                let registry = Arc::clone(&metrics_registry);
-                move || {
-                    let registry = Arc::clone(&registry);
-                    async move { metrics::render(&registry) }
+    let token = settings.ops_token.clone();
+    let report = {
+        let (health, token) = (Arc::clone(&health), token.clone());
+        move |request: Request| {
+            let (health, token) = (Arc::clone(&health), token.clone());
+            async move { health.report(ops_allowed(&request, token.as_ref())).await }
+        }
+    };
+    let metrics_page = {
+        let (registry, token) = (Arc::clone(&registry), token);
+        move |request: Request| {
+            let (registry, token) = (Arc::clone(&registry), token.clone());
+            async move {
+                if ops_allowed(&request, token.as_ref()) {
+                    metrics::render(&registry)
+                } else {
+                    ops_refused()
                 }
-            }),
-        )
-        .route(
-            "/api/v1/metrics",
-            get(move || {
-                let registry = Arc::clone(&metrics_registry);
-                async move { metrics::render(&registry) }
-            }),
-        );
+            }
+        }
+    };
+    let ops = Router::new()
+        .route("/api/v1/health", get(report.clone()))
+        .route("/api/v1/health/ready", get(report))
+        .route("/api/v1/health/live", get(|| async { Health::live() }))
+        .route("/metrics", get(metrics_page.clone()))
+        .route("/api/v1/metrics", get(metrics_page));
     let cors = (!settings.cors_origins.is_empty()).then(|| {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(settings.cors_origins.clone()))
@@ -154,7 +280,9 @@ pub fn app(
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(sanitize_request_id))
+        .layer(middleware::from_fn(limit_sizes)))
 }
 
 /// The span of one request, named by route template (never the raw path, which would make
@@ -166,7 +294,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("unmatched", |p| p.as_str());
-    let method = request.method().as_str();
+    let method = metrics::method_label(request.method());
     let span = tracing::info_span!(
         "request",
         otel.name = %format_args!("{method} {route}"),

@@ -78,8 +78,27 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware: counts and times each request under its route template (never the raw path,
-/// which would let clients create unbounded label values).
+/// The label of a request method: the standard ones by name, anything else (`ZZZ123`, …)
+/// as `OTHER`, so that no client can add label values (series) at will.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// Middleware: counts and times each request under its route template (never the raw path;
+/// unmatched routes share `unmatched`) and method (unknown methods share `OTHER`), so that
+/// clients cannot create unbounded label values.
 pub async fn track(
     State(metrics): State<Arc<HttpMetrics>>,
     request: Request,
@@ -89,16 +108,16 @@ pub async fn track(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics
         .duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, method])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
+        .with_label_values(&[&route, method, response.status().as_str()])
         .inc();
     response
 }

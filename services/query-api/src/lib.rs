@@ -9,6 +9,7 @@
 //! (`keh_events::listing::PRIVATE_FIELDS`) are stored in the read model and removed here.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -32,6 +33,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::{PgPool, QueryBuilder, Row};
 
+pub mod feed;
 pub mod market;
 pub mod params;
 mod web;
@@ -49,6 +51,7 @@ pub struct QueryApi {
     jetstream: Option<async_nats::jetstream::Context>,
     stream: String,
     layout: SubjectLayout,
+    feed: Arc<feed::FeedGate>,
 }
 
 impl QueryApi {
@@ -58,12 +61,14 @@ impl QueryApi {
         nats: Option<async_nats::Client>,
         stream: String,
         layout: SubjectLayout,
+        feed: feed::FeedLimits,
     ) -> Self {
         Self {
             pool,
             jetstream: nats.map(async_nats::jetstream::new),
             stream,
             layout,
+            feed: Arc::new(feed::FeedGate::new(feed)),
         }
     }
 
@@ -112,13 +117,56 @@ fn may_see_private(caller: &Caller, state: &Value) -> bool {
     )
 }
 
-/// The listing as `caller` may see it.
-fn visible(state: Value, caller: &Caller) -> Value {
+/// The listing as `caller` may see it: private fields for its agent and administrators
+/// only, and, for everyone, no media URL that is not safe to follow.
+fn visible(mut state: Value, caller: &Caller) -> Value {
+    keh_events::public::redact_media(&mut state);
     if may_see_private(caller, &state) {
         state
     } else {
         public(state)
     }
+}
+
+/// Statuses only a listing's agent and administrators may see: a listing being prepared,
+/// and one taken off the record.
+const HIDDEN_STATUSES: [&str; 2] = ["Delete", "Incomplete"];
+
+/// Whether the listing whose state is `state` is hidden from `caller` (answered as if it
+/// did not exist).
+fn hidden_from(caller: &Caller, state: &Value) -> bool {
+    state
+        .get("StandardStatus")
+        .and_then(Value::as_str)
+        .is_some_and(|status| HIDDEN_STATUSES.contains(&status))
+        && !may_see_private(caller, state)
+}
+
+/// Appends the condition that leaves out listings hidden from `caller`.
+fn push_visibility(query: &mut QueryBuilder<'_, sqlx::Postgres>, caller: &Caller) {
+    if caller.is_admin() {
+        return;
+    }
+    query.push(" AND (standard_status <> ALL(ARRAY['Delete', 'Incomplete'])");
+    if let keh_auth::Principal::User {
+        role: keh_auth::Role::Agent,
+        agent_key,
+        office_key,
+        ..
+    } = &caller.principal
+    {
+        if let Some(agent_key) = agent_key {
+            query
+                .push(" OR state->>'ListAgentKey' = ")
+                .push_bind(agent_key.clone());
+        }
+        if let (true, Some(office_key)) = (caller.office_access, office_key) {
+            query
+                .push(" OR state->>'ListOfficeKey' = ")
+                .push_bind(office_key.clone());
+        }
+    }
+    query.push(")");
 }
 
 fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
@@ -195,6 +243,7 @@ async fn read(
         };
         if reached {
             return match row {
+                Some((_, state)) if hidden_from(&caller, &state) => Err(no_listing(&key)),
                 Some((version, state)) => Ok(with_etag(state, version, &caller)),
                 None => Err(no_listing(&key)),
             };
@@ -265,6 +314,15 @@ async fn read_as_of(
         );
     };
     let value = serde_json::to_value(state).map_err(|_| Problem::internal())?;
+    if hidden_from(caller, &value) {
+        return Err(
+            Problem::not_found(format!("listing {key} did not exist at {as_of}")).with_field(
+                "as_of",
+                "not-found",
+                "no listing with this key had been recorded by then",
+            ),
+        );
+    }
     Ok(with_etag(
         value,
         i64::try_from(listing.version()).unwrap_or(0),
@@ -291,6 +349,12 @@ async fn history(
     .fetch_optional(&api.pool)
     .await
     .map_err(|e| database_problem(&e))?;
+    if current
+        .as_ref()
+        .is_some_and(|state| hidden_from(&caller, state))
+    {
+        return Err(no_listing(&key));
+    }
     let private = current.is_some_and(|state| may_see_private(&caller, &state));
     let rows = sqlx::query(&format!(
         "SELECT sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data
@@ -306,19 +370,26 @@ async fn history(
     let items: Vec<Value> = rows
         .iter()
         .map(|row| {
+            let actor = row.get::<String, _>("actor");
+            let mut data = row.get::<Value, _>("data");
+            keh_events::public::redact_media(&mut data);
+            if !private {
+                data = public(data);
+            }
             json!({
                 "Sequence": row.get::<i64, _>("sequence"),
                 "EventId": row.get::<uuid_type::Uuid, _>("event_id"),
                 "EventType": row.get::<String, _>("event_type"),
                 "EffectiveAt": row.get::<DateTime<Utc>, _>("effective_at"),
                 "RecordedAt": row.get::<DateTime<Utc>, _>("recorded_at"),
-                "Actor": row.get::<String, _>("actor"),
-                "CorrelationId": row.get::<uuid_type::Uuid, _>("correlation_id"),
-                "Data": if private {
-                    row.get::<Value, _>("data")
+                // Who acted is for the listing's agent and administrators.
+                "Actor": if private {
+                    actor
                 } else {
-                    public(row.get::<Value, _>("data"))
+                    keh_events::public::public_actor(&actor).to_owned()
                 },
+                "CorrelationId": row.get::<uuid_type::Uuid, _>("correlation_id"),
+                "Data": data,
             })
         })
         .collect();
@@ -534,6 +605,7 @@ async fn search(
         "SELECT listing_key, state, to_jsonb({column}) AS sort_value FROM {SCHEMA}.listings"
     ));
     filters.push(&mut query);
+    push_visibility(&mut query, &caller);
     let (comparison, direction) = if order.descending {
         ("<", "DESC")
     } else {
@@ -573,6 +645,7 @@ async fn search(
     if with_count {
         let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {SCHEMA}.listings"));
         filters.push(&mut count);
+        push_visibility(&mut count, &caller);
         let total: i64 = count
             .build_query_scalar()
             .fetch_one(&api.pool)
@@ -696,7 +769,8 @@ async fn open_houses(
         "SELECT o.listing_key, o.open_house_key, o.open_house_date, o.open_house_start_time, o.open_house_end_time,
                 o.open_house_type, o.open_house_remarks, l.state->>'UnparsedAddress' AS address, l.city, l.postal_code
            FROM {SCHEMA}.listing_open_houses o JOIN {SCHEMA}.listings l USING (listing_key)
-          WHERE o.open_house_status = 'Active' AND o.open_house_start_time >= "
+          WHERE o.open_house_status = 'Active' AND l.standard_status <> ALL(ARRAY['Delete', 'Incomplete'])
+            AND o.open_house_start_time >= "
     ));
     query.push_bind(from);
     if let Some(to) = to {
@@ -750,8 +824,15 @@ async fn live_feed(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    // `access_token` was read by the auth middleware (EventSource cannot send headers).
-    params.only(&["listing_key", "event_type", "last_event_id", "access_token"])?;
+    // `ticket` and `access_token` were read by the auth middleware (EventSource cannot send
+    // headers).
+    params.only(&[
+        "listing_key",
+        "event_type",
+        "last_event_id",
+        "ticket",
+        "access_token",
+    ])?;
     let listing_key = params.text("listing_key")?;
     let event_type = params.text("event_type")?;
     if let Some(t) = event_type
@@ -811,10 +892,24 @@ async fn live_feed(
         },
         None => async_nats::jetstream::consumer::DeliverPolicy::New,
     };
-    let stream = jetstream.get_stream(&api.stream).await.map_err(|e| {
+    // Counted before any work: beyond the limits nothing is read from the stream.
+    let permit = api.feed.admit(&caller)?;
+    let mut stream = jetstream.get_stream(&api.stream).await.map_err(|e| {
         tracing::warn!(error = %e, "live feed: stream unavailable");
         Problem::unavailable("the event stream is unavailable; retry later")
     })?;
+    if let Some(id) = last_id {
+        let end = stream
+            .info()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "live feed: stream unavailable");
+                Problem::unavailable("the event stream is unavailable; retry later")
+            })?
+            .state
+            .last_sequence;
+        api.feed.check_replay(&caller, id, end)?;
+    }
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
             filter_subject: filter,
@@ -830,31 +925,36 @@ async fn live_feed(
         tracing::warn!(error = %e, "live feed: cannot read");
         Problem::unavailable("the event stream is unavailable; retry later")
     })?;
-    Ok(Sse::new(feed(messages))
+    Ok(Sse::new(events(messages, permit))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-fn feed(
+/// The feed's events; `permit` counts the connection until the client goes.
+fn events(
     messages: async_nats::jetstream::consumer::pull::Ordered,
+    permit: feed::FeedPermit,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    messages.filter_map(|message| async move {
-        let message = message
-            .map_err(|e| tracing::warn!(error = %e, "live feed interrupted"))
-            .ok()?;
-        let sequence = message.info().ok()?.stream_sequence;
-        let mut envelope: Value = serde_json::from_slice(&message.payload).ok()?;
-        if let Some(data) = envelope.get_mut("Data") {
-            *data = public(data.take());
+    messages.filter_map(move |message| {
+        let _held = &permit;
+        async move {
+            let message = message
+                .map_err(|e| tracing::warn!(error = %e, "live feed interrupted"))
+                .ok()?;
+            let sequence = message.info().ok()?.stream_sequence;
+            let mut envelope: Value = serde_json::from_slice(&message.payload).ok()?;
+            // The public stream is redacted by the relay; messages published before a
+            // redaction rule existed are redacted here too.
+            keh_events::public::redact_public(&mut envelope);
+            let event_type = envelope
+                .get("EventType")
+                .and_then(Value::as_str)
+                .unwrap_or("message")
+                .to_owned();
+            Some(Ok(Event::default()
+                .id(sequence.to_string())
+                .event(event_type)
+                .data(envelope.to_string())))
         }
-        let event_type = envelope
-            .get("EventType")
-            .and_then(Value::as_str)
-            .unwrap_or("message")
-            .to_owned();
-        Some(Ok(Event::default()
-            .id(sequence.to_string())
-            .event(event_type)
-            .data(envelope.to_string())))
     })
 }

@@ -62,7 +62,8 @@ pub struct RelaySettings {
     pub leader_retry: Duration,
     /// How long to wait for a publish acknowledgement.
     pub ack_timeout: Duration,
-    /// Remove private fields (`keh_events::listing::PRIVATE_FIELDS`) from what is published:
+    /// Publish the public form (`keh_events::public::redact_public`: no private fields, no
+    /// actor names, no unsafe media URLs):
     /// the public stream, which outside subscribers read.
     pub redact_private: bool,
     /// How often the leader refreshes its backlog and consumer gauges.
@@ -667,9 +668,7 @@ impl Relay {
         let payload = if self.settings.redact_private {
             let mut value = serde_json::to_value(&envelope)
                 .map_err(|e| RelayError::JetStream(e.to_string()))?;
-            if let Some(data) = value.get_mut("Data") {
-                keh_events::listing::remove_private_fields(data);
-            }
+            keh_events::public::redact_public(&mut value);
             serde_json::to_vec(&value)
         } else {
             serde_json::to_vec(&envelope)

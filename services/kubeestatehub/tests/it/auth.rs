@@ -2,8 +2,8 @@
 //! 401/403 problem+json and writes no event.
 
 use keh_auth::Role;
-use keh_auth::service::NewUser;
 use keh_auth::keys::KeyRing;
+use keh_auth::service::NewUser;
 use keh_auth::tokens::Claims;
 use kubeestatehub::Roles;
 use reqwest::Method;
@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-pub(crate) async fn user(auth: &keh_auth::AuthService, name: &str, role: Role, agent_key: Option<&str>) {
+pub(crate) async fn user(
+    auth: &keh_auth::AuthService,
+    name: &str,
+    role: Role,
+    agent_key: Option<&str>,
+) {
     auth.create_user(
         "test",
         NewUser {

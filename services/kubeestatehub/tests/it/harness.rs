@@ -232,6 +232,7 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         jwt_secret: Some(keh_auth::Secret::new(TEST_SECRET)),
         jwt_previous_secrets: Vec::new(),
         metrics_token: None,
+        metrics_token_file: None,
         feed_anonymous_replay: 10_000,
         feed_max_streams: 1_000,
         feed_max_streams_per_caller: 8,
@@ -285,12 +286,21 @@ pub(crate) struct TestApp {
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
     pub(crate) settings: Settings,
+    /// The database as its owner: tests make their users through it, whichever
+    /// least-privileged login the instance itself uses.
+    owner_url: String,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
     pub(crate) async fn spawn(settings: Settings, roles: Roles) -> Self {
+        let owner_url = settings.database_url.expose().to_owned();
+        Self::spawn_as(settings, roles, owner_url).await
+    }
+
+    /// An instance whose database login is not the owner (`owner_url`).
+    pub(crate) async fn spawn_as(settings: Settings, roles: Roles, owner_url: String) -> Self {
         // Tests in one binary share the global subscriber: the first one installs it and
         // keeps it (a trace pipeline without an exporter, never shut down).
         static TELEMETRY: std::sync::Once = std::sync::Once::new();
@@ -310,6 +320,7 @@ impl TestApp {
             base,
             client: client_with(None),
             settings,
+            owner_url,
             shutdown,
             task: Some(task),
         };
@@ -322,13 +333,7 @@ impl TestApp {
 
     /// An access token of a new user with `role` on this instance.
     pub(crate) async fn token(&self, role: keh_auth::Role, agent_key: Option<&str>) -> String {
-        token_for(
-            self.settings.database_url.expose(),
-            self.settings.auth(),
-            role,
-            agent_key,
-        )
-        .await
+        token_for(&self.owner_url, self.settings.auth(), role, agent_key).await
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

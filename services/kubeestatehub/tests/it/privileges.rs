@@ -73,7 +73,7 @@ async fn each_role_runs_as_its_own_database_role_and_no_more() {
         let mut settings = base.clone();
         settings.database_url = url_as(&db, &user).parse().expect("url");
         settings.migrate = false;
-        apps.push(TestApp::spawn(settings, roles).await);
+        apps.push(TestApp::spawn_as(settings, roles, db.url.clone()).await);
         logins.push(user);
     }
     let (command, query) = (&apps[0], &apps[1]);
