@@ -107,27 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return rebuild(&settings, target).await;
         }
         Command::Import { file } => return import_file(&settings, &file).await,
-        Command::Users(UsersCommand::Create {
-            username,
-            role,
-            agent_key,
-            office_key,
-            if_missing,
-            generate_password,
-        }) => {
-            return create_user(
-                &settings,
-                NewUserArgs {
-                    username,
-                    role,
-                    agent_key,
-                    office_key,
-                    if_missing,
-                    generate_password,
-                },
-            )
-            .await;
-        }
+        Command::Users(command) => return create_user(&settings, command).await,
         Command::Seed {
             listings,
             months,
@@ -260,26 +240,16 @@ async fn signing_keys(settings: &Settings, command: SigningKeysCommand) -> anyho
     Ok(())
 }
 
-/// The arguments of `kubeestatehub users create`.
-struct NewUserArgs {
-    username: String,
-    role: String,
-    agent_key: Option<String>,
-    office_key: Option<String>,
-    if_missing: bool,
-    generate_password: bool,
-}
-
 /// `kubeestatehub users create`.
-async fn create_user(settings: &Settings, args: NewUserArgs) -> anyhow::Result<()> {
-    let NewUserArgs {
+async fn create_user(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
+    let UsersCommand::Create {
         username,
         role,
         agent_key,
         office_key,
         if_missing,
         generate_password,
-    } = args;
+    } = command;
     let role = keh_auth::Role::parse(&role)
         .ok_or_else(|| anyhow::anyhow!("--role must be admin, agent or viewer"))?;
     let mut generated = false;

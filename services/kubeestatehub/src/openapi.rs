@@ -50,10 +50,14 @@ fn describe(code: u16) -> &'static str {
         403 => "The caller may not do this",
         404 => "No such resource",
         405 => "Method not allowed",
-        409 => "Conflict: a concurrent change, a taken key, or a report not ready yet",
+        409 => {
+            "Conflict: a concurrent change, a taken key, a report not ready yet, or a replay further back than an anonymous client may"
+        }
         412 => "If-Match does not name the current version",
         413 => "Body too large",
+        414 => "The request target is longer than 8 KiB",
         415 => "Not JSON",
+        431 => "The request headers are larger than 32 KiB",
         422 => "Well-formed, but a field is not acceptable (field errors name it)",
         429 => "Too many requests (Retry-After says when to retry)",
         503 => "A dependency is unavailable; retry later (Retry-After)",
@@ -205,7 +209,7 @@ impl Doc {
             responses.insert(code.to_string(), answer);
         }
         let mut codes: Vec<u16> = errors.to_vec();
-        codes.extend([400, 429, 503, 504]);
+        codes.extend([400, 414, 429, 431, 503, 504]);
         if auth != Auth::None {
             codes.push(401);
         }
@@ -531,12 +535,13 @@ pub fn document() -> Value {
             query("listing_key", text(), "Only this listing's events"),
             query("event_type", json!({"type": "string", "enum": keh_events::ListingEvent::TYPES}), "Only this EventType"),
             query("last_event_id", json!({"type": "string", "pattern": "^[0-9]{1,19}$"}), "Resume after this id (as Last-Event-ID)"),
-            query("access_token", json!({"type": "string", "minLength": 1}), "An access token (EventSource cannot send headers)"),
+            query("ticket", json!({"type": "string", "minLength": 1}), "A feed ticket (POST /api/v1/auth/feed-ticket; EventSource cannot send headers)"),
+            json!({"name": "access_token", "in": "query", "required": false, "deprecated": true, "schema": {"type": "string", "minLength": 1}, "description": "Deprecated (puts a bearer credential in URLs and logs): an access token; use ticket"}),
             param("Last-Event-ID", "header", false, json!({"type": "string", "pattern": "^[0-9]{1,19}$"}), "Resume after this id"),
         ],
         None,
         vec![(200, json!({"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}))],
-        &[403],
+        &[403, 409],
     );
     let open_house = json!({
         "type": "object",
@@ -736,7 +741,7 @@ pub fn document() -> Value {
         vec![],
         Some(body),
         vec![(200, ok("Signed in", pair.clone()))],
-        &[401, 422],
+        &[401, 422, 429],
     );
     let body = doc.schema::<RefreshBody>();
     doc.op(
@@ -773,6 +778,18 @@ pub fn document() -> Value {
         vec![],
         None,
         vec![(200, ok("The caller", json!({"type": "object", "required": ["kind", "actor"], "properties": {"kind": {"type": "string", "enum": ["anonymous", "user", "api-key"]}, "actor": {"type": "string"}}})))],
+        &[],
+    );
+    doc.op(
+        "post",
+        "/api/v1/auth/feed-ticket",
+        "feedTicket",
+        "Auth",
+        "A one-minute ticket that opens the live feed (GET /api/v1/listing-events?ticket=…) and nothing else",
+        Auth::Required,
+        vec![],
+        None,
+        vec![(200, ok("The ticket", json!({"type": "object", "required": ["ticket", "expires_in"], "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "integer", "minimum": 1}}})))],
         &[],
     );
     let user = doc.schema::<User>();
@@ -884,7 +901,7 @@ pub fn document() -> Value {
         (
             "/api/v1/health",
             "health",
-            "Each dependency's status and latency",
+            "Each dependency's status and latency (for loopback callers or the metrics token; others get the status only)",
             true,
         ),
     ] {
@@ -903,8 +920,11 @@ pub fn document() -> Value {
     doc.paths.insert(
         "/api/v1/metrics".to_owned(),
         json!({"get": {
-            "operationId": "metrics", "tags": ["Operations"], "summary": "Prometheus metrics", "security": [],
-            "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            "operationId": "metrics", "tags": ["Operations"], "summary": "Prometheus metrics (loopback callers, or the metrics token as a bearer token)", "security": [{}, {"bearerAuth": []}],
+            "responses": {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "401": problem_response("Neither a loopback caller nor the metrics token"),
+            },
         }}),
     );
     doc.paths.insert(

@@ -370,10 +370,21 @@ fn the_dockerfile_and_the_compose_file_pass_their_linters() {
         ok && services.contains("prometheus") && services.contains("grafana"),
         "{services}{errors}"
     );
+    // promtool checks that the metrics token file exists: beside a copy of the
+    // configuration, as compose mounts the generated one beside the real file.
     let promtool = std::env::var("KEH_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let dir = std::env::temp_dir().join(format!("keh-prometheus-{}", crate::harness::unique_id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/metrics-token"), "token").unwrap();
+    std::fs::copy(
+        repo().join("deploy/compose/prometheus.yml"),
+        dir.join("prometheus.yml"),
+    )
+    .unwrap();
     let (ok, out, errors) = run(Command::new(promtool)
         .args(["check", "config"])
-        .arg(repo().join("deploy/compose/prometheus.yml")));
+        .arg(dir.join("prometheus.yml")));
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "promtool check config:\n{out}{errors}");
 }
 

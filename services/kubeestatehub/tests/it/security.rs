@@ -80,10 +80,7 @@ async fn tokens_signed_with_a_published_key_are_refused_and_generated_keys_survi
     let pool = db.pool().await;
     let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
     user(&auth, "ada", Role::Admin, None).await;
-    let ada = sign_in(&app, "ada").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ada = signed_in(&app, "ada").await;
     let real = claims_of(&ada);
     let generated_kid = jsonwebtoken::decode_header(&ada).unwrap().kid.unwrap();
     assert!(generated_kid.starts_with("g-"), "{generated_kid}");
@@ -177,20 +174,14 @@ async fn rotating_keys_keeps_sessions_and_retiring_one_ends_its_tokens_everywher
     let pool = db.pool().await;
     let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
     user(&auth, "ada", Role::Admin, None).await;
-    let before = sign_in(&app, "ada").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let before = signed_in(&app, "ada").await;
 
     // A rotation: the new key signs at once on every replica; the old one still verifies.
     let new_kid = keh_auth::keys::rotate(&pool, Duration::from_secs(600))
         .await
         .unwrap();
     let after = eventually_value(|| async {
-        let token = sign_in(&replica, "ada").await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token = signed_in(&replica, "ada").await;
         (jsonwebtoken::decode_header(&token).unwrap().kid.as_deref() == Some(new_kid.as_str()))
             .then_some(token)
     })
@@ -214,10 +205,7 @@ async fn rotating_keys_keeps_sessions_and_retiring_one_ends_its_tokens_everywher
             }
         }
     }
-    let fresh = sign_in(&replica, "ada").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let fresh = signed_in(&replica, "ada").await;
     assert_eq!(me(&app, &fresh).await, 200);
     replica.stop().await;
     app.stop().await;
@@ -249,10 +237,7 @@ async fn a_configured_secret_rotates_through_previous_secrets() {
         None,
     )
     .await;
-    let old = sign_in(&app, "ada").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old = signed_in(&app, "ada").await;
     app.stop().await;
 
     let rotated = TestApp::spawn(with(&second, vec![first.clone()]), roles).await;
@@ -261,10 +246,7 @@ async fn a_configured_secret_rotates_through_previous_secrets() {
         200,
         "the previous secret verifies"
     );
-    let new = sign_in(&rotated, "ada").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new = signed_in(&rotated, "ada").await;
     assert_ne!(
         jsonwebtoken::decode_header(&new).unwrap().kid,
         jsonwebtoken::decode_header(&old).unwrap().kid
@@ -438,6 +420,14 @@ async fn disabling_demoting_deleting_or_signing_out_ends_access_tokens_at_once_o
     replica.stop().await;
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
+
+/// An access token of `name` (a user with [`crate::auth::password_of`]), by signing in.
+async fn signed_in(app: &TestApp, name: &str) -> String {
+    sign_in(app, name).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Reads `count` events of a live-feed response: their envelopes.
@@ -719,10 +709,7 @@ async fn public_surfaces_name_no_user_or_key() {
     let pool = db.pool().await;
     let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
     user(&auth, "alice", Role::Agent, Some("AGENT-A")).await;
-    let alice = sign_in(&app, "alice").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice = signed_in(&app, "alice").await;
     let anonymous_feed = client_with(None)
         .get(app.url("/api/v1/listing-events"))
         .send()
@@ -980,16 +967,7 @@ async fn deleted_and_incomplete_listings_are_seen_only_by_their_agent_and_admini
     let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
     user(&auth, "alice", Role::Agent, Some("AGENT-A")).await;
     user(&auth, "bob", Role::Agent, Some("AGENT-B")).await;
-    let token = |name: &'static str| {
-        let app = &app;
-        async move {
-            sign_in(app, name).await["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let (alice, bob) = (token("alice").await, token("bob").await);
+    let (alice, bob) = (signed_in(&app, "alice").await, signed_in(&app, "bob").await);
     let viewer = app.token(Role::Viewer, None).await;
     let create = |status: &'static str| {
         let app = &app;
@@ -1142,15 +1120,15 @@ async fn look_alike_usernames_and_guessable_passwords_are_refused() {
         assert_eq!(reply.body["errors"][0]["field"], "password", "{weak}");
     }
     // Sign-in is by the canonical name too.
-    let signed_in = app
+    let by_variant = app
         .send(
             client_with(None)
                 .post(app.url("/api/v1/auth/token"))
                 .json(&json!({"username": "AgentA", "password": strong})),
         )
         .await;
-    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
-    assert_eq!(signed_in.body["user"]["username"], "agenta");
+    assert_eq!(by_variant.status, 200, "{}", by_variant.body);
+    assert_eq!(by_variant.body["user"]["username"], "agenta");
     // The documented development password stays allowed in development only.
     let development = TestApp::spawn(settings(&db, &nats_url(), &unique_id()), Roles::ALL).await;
     let reply = development
