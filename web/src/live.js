@@ -5,7 +5,7 @@
 // after the last event seen; if that keeps failing it starts from now, and views reload.
 // Views subscribe to listing events.
 
-import { liveFeed } from './api.js';
+import { liveFeed, onSession } from './api.js';
 
 export const EVENT_TYPES = [
   'ListingCreated', 'ListingDetailsUpdated', 'ListingPriceChanged', 'ListingStatusChanged',
@@ -67,6 +67,24 @@ function start() {
   if (starting) return;
   starting = true;
   connect();
+  // Signing in or out reconnects, so the feed is read with the caller's own rights (an
+  // installation may refuse anonymous reading), resuming after the last event seen.
+  let user = null;
+  let first = true;
+  onSession((next) => {
+    const changed = (next?.user_id || null) !== (user?.user_id || null);
+    user = next;
+    if (first) {
+      first = false;
+      return;
+    }
+    if (changed && source) {
+      const old = source;
+      source = null;
+      old.close();
+      connect();
+    }
+  });
 }
 
 /** Calls `callback(envelope)` for every listing event; returns the unsubscribe function. */

@@ -107,6 +107,10 @@ try {
   const pageA = await a.newPage();
   const pageB = await b.newPage();
   const consoleA = watchConsole(pageA, 'agent');
+  const feedUrlsA = [];
+  pageA.on('request', (request) => {
+    if (request.url().includes('/api/v1/listing-events')) feedUrlsA.push(request.url());
+  });
   const consoleB = watchConsole(pageB, 'colleague');
   // A wrong password is refused on the sign-in page; the right one signs the agent in.
   await pageA.goto('/#/sign-in');
@@ -116,8 +120,14 @@ try {
   await pageA.getByRole('button', { name: 'Sign in' }).click();
   await pageA.locator('.form-error', { hasText: 'wrong' }).waitFor();
   check(true, 'a wrong password is refused on the sign-in page');
+  const feedsBeforeSignIn = feedUrlsA.length;
   await signInThroughPage(pageA, '#/listings');
   check(true, 'the agent signs in');
+  for (let i = 0; i < 200 && feedUrlsA.length === feedsBeforeSignIn; i += 1) await pageA.waitForTimeout(50);
+  await pageA.locator('#live-state[data-state="live"]').waitFor();
+  const signedInFeeds = feedUrlsA.slice(feedsBeforeSignIn);
+  check(signedInFeeds.length > 0 && signedInFeeds.every((u) => u.includes('ticket=') && !u.includes('access_token')),
+    `signed in, the live feed is opened with a feed ticket, never the access token (${signedInFeeds.join(' ')})`);
   const signedIn = await api('/api/v1/auth/token', {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }),
   });
