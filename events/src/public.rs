@@ -9,7 +9,9 @@
 //!   commands are checked against [`check_media_url`] at their edge; events stored before
 //!   that check keep their value (they must load, replay and rebuild unchanged), and
 //!   wherever one is served a value that fails the check is replaced by `null`
-//!   ([`redact_media`]).
+//!   ([`redact_media`]). The check reads the URL, not DNS: a public name that resolves to
+//!   a private address passes it, so whatever fetches media URLs server-side must check
+//!   the address it connects to as well.
 //!
 //! These are pure functions on JSON values: one definition for every surface.
 
@@ -41,7 +43,11 @@ const PRIVATE_SUFFIXES: &[&str] = &[
     ".internal",
     ".intranet",
     ".lan",
+    ".home",
+    ".corp",
     ".home.arpa",
+    // Kubernetes service names (`name.namespace.svc`, `….svc.cluster.local`).
+    ".svc",
 ];
 
 fn public_ipv4(ip: Ipv4Addr) -> bool {
@@ -64,13 +70,22 @@ fn public_ipv6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return public_ipv4(v4);
     }
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    // IPv4-compatible `::a.b.c.d` (deprecated, but routed to the IPv4 address by some
+    // stacks).
+    if segments[..6].iter().all(|s| *s == 0) {
+        return false;
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
+        || (first & 0xffc0) == 0xfec0
+        || (first == 0x2001 && segments[1] == 0x0db8)
+        || first == 0x2002
+        || (first == 0x0100 && segments[1..4].iter().all(|s| *s == 0))
         || first == 0x0064)
 }
 
@@ -186,6 +201,11 @@ mod tests {
             "https://127.0.0.1/a.jpg",
             "https://[::1]/a.jpg",
             "https://[fd00::1]/a.jpg",
+            "https://[::7f00:1]/a.jpg",
+            "https://[2002:7f00:1::]/a.jpg",
+            "https://[fec0::1]/a.jpg",
+            "https://api.default.svc/a.jpg",
+            "https://api.default.svc.cluster.local/a.jpg",
             "https://0x7f.1/a.jpg",
             "https://localhost/a.jpg",
             "https://printer.local/a.jpg",

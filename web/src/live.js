@@ -18,6 +18,9 @@ let source = null;
 let state = 'connecting';
 let lastEventId = null;
 let failures = 0;
+// Each connect() takes a number; one that a later connect() overtook while it fetched its
+// ticket closes what it opened, so there is never more than one connection.
+let attempt = 0;
 
 function setState(next) {
   state = next;
@@ -25,7 +28,12 @@ function setState(next) {
 }
 
 async function connect() {
+  const mine = ++attempt;
   const opened = await liveFeed({}, lastEventId);
+  if (mine !== attempt) {
+    opened.close();
+    return;
+  }
   source = opened;
   opened.addEventListener('open', () => {
     failures = 0;
@@ -43,8 +51,9 @@ async function connect() {
       lastEventId = null;
       for (const subscriber of subscribers) subscriber({ EventType: 'Resync' });
     }
+    const waited = attempt;
     setTimeout(() => {
-      if (source === opened) connect();
+      if (source === opened && attempt === waited) connect();
     }, Math.min(30000, 1000 * 2 ** Math.min(failures - 1, 5)));
   });
   for (const type of EVENT_TYPES) {
@@ -78,10 +87,9 @@ function start() {
       first = false;
       return;
     }
-    if (changed && source) {
-      const old = source;
+    if (changed) {
+      source?.close();
       source = null;
-      old.close();
       connect();
     }
   });

@@ -65,7 +65,9 @@ pub struct KeyInfo {
 
 struct Keys {
     signer: Option<(String, EncodingKey)>,
-    verifiers: HashMap<String, DecodingKey>,
+    /// Each verifying key with the instant it stops verifying, if any: checked at every
+    /// verification, so a key retires on time without waiting for a reload.
+    verifiers: HashMap<String, (DecodingKey, Option<DateTime<Utc>>)>,
 }
 
 /// The signing key and the verifying keys of one process.
@@ -99,7 +101,7 @@ impl KeyRing {
         for secret in std::iter::once(current).chain(previous) {
             verifiers.insert(
                 configured_kid(secret),
-                DecodingKey::from_secret(secret.expose().as_bytes()),
+                (DecodingKey::from_secret(secret.expose().as_bytes()), None),
             );
         }
         Self {
@@ -174,7 +176,9 @@ impl KeyRing {
             .map(|(kid, secret, _)| (kid.clone(), EncodingKey::from_secret(secret)));
         let verifiers = rows
             .iter()
-            .map(|(kid, secret, _)| (kid.clone(), DecodingKey::from_secret(secret)))
+            .map(|(kid, secret, retired)| {
+                (kid.clone(), (DecodingKey::from_secret(secret), *retired))
+            })
             .collect();
         let signing = signer.is_some();
         let keys = Arc::new(Keys { signer, verifiers });
@@ -209,7 +213,10 @@ impl KeyRing {
         }
         let kid = header.kid.ok_or(VerifyError::Invalid)?;
         let keys = self.current();
-        let key = keys.verifiers.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        let key = match keys.verifiers.get(&kid) {
+            Some((key, retired)) if retired.is_none_or(|at| at > Utc::now()) => key,
+            _ => return Err(VerifyError::UnknownKey),
+        };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[audience.as_str()]);

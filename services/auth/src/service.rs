@@ -17,7 +17,7 @@ use crate::AuthSettings;
 use crate::keys::{KeyRing, VerifyError};
 use crate::policy;
 use crate::principal::{Principal, Role, Scope, unauthorized};
-use crate::standing::{CHANNEL, Change, Standing, Standings};
+use crate::standing::{CHANNEL, Change, PING_EVERY, SILENCE, Standing, Standings};
 use crate::tokens::{self, API_KEY_PREFIX, Audience, Claims, ISSUER};
 
 /// Failed sign-ins an account may have before each next attempt must wait.
@@ -276,34 +276,63 @@ impl AuthService {
             };
             match connected {
                 Ok(mut listener) => {
+                    // The listener lives in a task of its own, so that no `select!` ever
+                    // drops a half-read notification; `None` says the connection was lost.
+                    let (sender, mut notifications) = tokio::sync::mpsc::channel(256);
+                    let reader = tokio::spawn(async move {
+                        loop {
+                            let next = match listener.try_recv().await {
+                                Ok(Some(notification)) => Some(notification.payload().to_owned()),
+                                Ok(None) | Err(_) => None,
+                            };
+                            let lost = next.is_none();
+                            if sender.send(next).await.is_err() || lost {
+                                return;
+                            }
+                        }
+                    });
                     self.standings.set_listening(true);
                     self.reload_keys().await;
+                    let mut heard = Instant::now();
+                    let mut ping = tokio::time::interval(PING_EVERY);
                     loop {
                         let received = tokio::select! {
                             () = &mut shutdown => {
                                 self.standings.set_listening(false);
+                                reader.abort();
                                 return;
                             }
-                            received = listener.try_recv() => received,
-                        };
-                        match received {
-                            Ok(Some(notification)) => {
-                                if let Some(change) = Change::parse(notification.payload()) {
-                                    self.standings.forget(&change);
-                                    if change == Change::Keys {
-                                        self.reload_keys().await;
-                                    }
+                            _ = ping.tick() => {
+                                if heard.elapsed() > SILENCE {
+                                    tracing::warn!("the auth change listener went silent; not caching token state until it is back");
+                                    self.standings.set_listening(false);
+                                    break;
                                 }
+                                // Best effort: a failed ping shows up as silence.
+                                let _ = sqlx::query("SELECT pg_notify($1, 'ping')")
+                                    .bind(CHANNEL)
+                                    .execute(&self.pool)
+                                    .await;
+                                continue;
                             }
-                            Ok(None) | Err(_) => {
-                                tracing::warn!(
-                                    "lost the auth change listener; not caching token state until it is back"
-                                );
-                                self.standings.set_listening(false);
-                                break;
+                            received = notifications.recv() => received.flatten(),
+                        };
+                        let Some(payload) = received else {
+                            tracing::warn!(
+                                "lost the auth change listener; not caching token state until it is back"
+                            );
+                            self.standings.set_listening(false);
+                            break;
+                        };
+                        heard = Instant::now();
+                        if let Some(change) = Change::parse(&payload) {
+                            self.standings.forget(&change);
+                            if change == Change::Keys {
+                                self.reload_keys().await;
                             }
                         }
                     }
+                    reader.abort();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot listen for auth changes; retrying");
@@ -489,60 +518,63 @@ impl AuthService {
         )
     }
 
-    /// How long sign-in must still wait for the account with this key, if at all.
-    async fn sign_in_wait(&self, key: &str) -> Result<Option<Duration>, Problem> {
+    /// Claims one sign-in attempt on the account with this key, counted as a failure until
+    /// it succeeds; or, when the account must wait, how long. Claiming and counting are one
+    /// statement, so parallel guesses cannot all pass a check made before any of them is
+    /// counted: past [`FREE_SIGN_IN_FAILURES`] each claim pushes the next one back, twice as
+    /// far each time, up to [`MAX_SIGN_IN_DELAY`]. Rows of names nobody has failed on for a
+    /// day are cleared on the way.
+    async fn claim_attempt(&self, key: &str) -> Result<Option<Duration>, Problem> {
         let wait: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM blocked_until - now())::float8 FROM auth.sign_in_failures
-              WHERE username_key = $1 AND blocked_until > now()",
+            "WITH stale AS (
+                 DELETE FROM auth.sign_in_failures
+                  WHERE last_failure < now() - interval '1 day' AND username_key <> $1),
+             claimed AS (
+                 INSERT INTO auth.sign_in_failures AS f (username_key, failures, last_failure, blocked_until)
+                 VALUES ($1, 1, now(), now())
+                 ON CONFLICT (username_key) DO UPDATE SET
+                     failures = f.failures + 1,
+                     last_failure = now(),
+                     blocked_until = now() + make_interval(secs =>
+                         CASE WHEN f.failures + 1 > $2
+                              THEN least($3, power(2, least(f.failures - $2, 20)))
+                              ELSE 0 END)
+                  WHERE f.blocked_until <= now()
+                 RETURNING 1)
+             SELECT EXTRACT(EPOCH FROM blocked_until - now())::float8 FROM auth.sign_in_failures
+              WHERE username_key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)",
         )
         .bind(key)
+        .bind(FREE_SIGN_IN_FAILURES)
+        .bind(MAX_SIGN_IN_DELAY.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| database(&e))?;
         Ok(wait.map(|secs| Duration::from_secs_f64(secs.max(0.0))))
     }
 
-    /// Counts a failed sign-in: past [`FREE_SIGN_IN_FAILURES`], each next attempt waits
-    /// twice as long, up to [`MAX_SIGN_IN_DELAY`]. Rows of accounts that stopped failing a
-    /// day ago are cleared on the way.
-    async fn record_failure(&self, key: &str) -> Result<(), Problem> {
-        sqlx::query(
-            "WITH stale AS (
-                 DELETE FROM auth.sign_in_failures WHERE last_failure < now() - interval '1 day')
-             INSERT INTO auth.sign_in_failures AS f (username_key, failures, last_failure, blocked_until)
-             VALUES ($1, 1, now(), now())
-             ON CONFLICT (username_key) DO UPDATE SET
-                 failures = f.failures + 1,
-                 last_failure = now(),
-                 blocked_until = now() + make_interval(secs =>
-                     CASE WHEN f.failures + 1 > $2
-                          THEN least($3, power(2, least(f.failures + 1 - $2 - 1, 20)))
-                          ELSE 0 END)",
-        )
-        .bind(key)
-        .bind(FREE_SIGN_IN_FAILURES)
-        .bind(MAX_SIGN_IN_DELAY.as_secs_f64())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| database(&e))?;
-        Ok(())
-    }
-
     /// Signs a user in: an access token and a new session's refresh token. An account with
     /// too many recent failures must wait first (429), whichever address the attempts come
     /// from; a success clears its count.
     pub async fn sign_in(&self, username: &str, password: &str) -> Result<TokenPair, Problem> {
-        // No stored username has control characters (and PostgreSQL refuses NUL).
-        let username = if has_control(username) { "" } else { username };
+        let refused = || unauthorized("the username or the password is wrong");
+        // No stored username has control characters (and PostgreSQL refuses NUL) or is
+        // longer than a username may be: such a name is wrong, and is not counted.
+        if has_control(username) || username.chars().count() > policy::MAX_USERNAME {
+            verify_password(password.to_owned(), DUMMY_HASH.to_owned()).await;
+            return Err(refused());
+        }
         let key = policy::username_key(username);
-        if let Some(wait) = self.sign_in_wait(&key).await? {
+        if let Some(wait) = self.claim_attempt(&key).await? {
             return Err(too_soon(wait));
         }
+        // An exact spelling first: two names stored before canonical keys existed may share
+        // a key, and each must still reach its own account.
         let found: Option<Credentials> = sqlx::query_as(
             "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled, token_epoch
                FROM auth.users
-              WHERE username_key = $1 OR (username_key IS NULL AND username = $2)
-              ORDER BY username_key NULLS LAST LIMIT 1",
+              WHERE username_key = $1 OR username = $2
+              ORDER BY (username = $2) DESC, username_key NULLS LAST LIMIT 1",
         )
         .bind(&key)
         .bind(username.trim())
@@ -554,8 +586,7 @@ impl AuthService {
             .map_or_else(|| DUMMY_HASH.to_owned(), |c| c.password_hash.clone());
         let matches = verify_password(password.to_owned(), hash).await;
         let Some(credentials) = found.filter(|c| matches && !c.disabled) else {
-            self.record_failure(&key).await?;
-            return Err(unauthorized("the username or the password is wrong"));
+            return Err(refused());
         };
         sqlx::query("DELETE FROM auth.sign_in_failures WHERE username_key = $1")
             .bind(&key)
@@ -597,21 +628,31 @@ impl AuthService {
         let access_token =
             self.sign(Audience::Api, &c, role, family_id, self.settings.access_ttl)?;
         let refresh_token = tokens::random_secret();
+        // The session is stored only if the user is still as read (same epoch, enabled),
+        // under a share lock on the user's row: a concurrent password change or disabling
+        // either waits for this session and then revokes it, or has committed first and
+        // this finds the epoch moved. Either way no session outlives it.
         let user = sqlx::query_as::<_, User>(
-            "WITH issued AS (
+            "WITH current AS (
+                 SELECT user_id FROM auth.users
+                  WHERE user_id = $2 AND token_epoch = $6 AND NOT disabled
+                    FOR SHARE),
+             issued AS (
                  INSERT INTO auth.refresh_tokens (token_id, user_id, token_hash, family_id, expires_at)
-                 VALUES ($1, $2, $3, $4, now() + $5::interval))
-             SELECT user_id, username, role, agent_key, office_key, disabled, created_at
-               FROM auth.users WHERE user_id = $2",
+                 SELECT $1, user_id, $3, $4, now() + $5::interval FROM current)
+             SELECT u.user_id, u.username, u.role, u.agent_key, u.office_key, u.disabled, u.created_at
+               FROM auth.users u JOIN current USING (user_id)",
         )
         .bind(Uuid::new_v4())
         .bind(c.user_id)
         .bind(tokens::digest(&refresh_token))
         .bind(family_id)
         .bind(format!("{} seconds", self.settings.refresh_ttl.as_secs()))
-        .fetch_one(connection)
+        .bind(c.token_epoch)
+        .fetch_optional(connection)
         .await
-        .map_err(|e| database(&e))?;
+        .map_err(|e| database(&e))?
+        .ok_or_else(|| unauthorized("the account changed while signing in; sign in again"))?;
         Ok(TokenPair {
             access_token,
             token_type: "Bearer",
@@ -680,6 +721,9 @@ impl AuthService {
         .await
         {
             Ok(rows) => rows,
+            // A role that may not read usernames (the command API's) leaves it to the
+            // query API.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => return,
             Err(error) => {
                 tracing::warn!(%error, "cannot read usernames without a canonical key");
                 return;

@@ -5,8 +5,9 @@
 //! is cached per (user, session) — but only while this process listens on the `keh_auth`
 //! channel, on which the database announces every change (triggers of migration 0009): a
 //! change drops the affected entries at once, on every replica. Entries also expire after
-//! [`CACHE_TTL`], and nothing is cached while the listener is down, so a lost notification
-//! can never keep a revoked token alive. The state is always read from the primary (the
+//! [`CACHE_TTL`], the listener proves itself alive by hearing its own pings, and nothing is
+//! cached while it is down or silent, so a lost notification can never keep a revoked token
+//! alive for long. The state is always read from the primary (the
 //! pool every command uses), never from a replica that may lag.
 
 use std::collections::HashMap;
@@ -18,7 +19,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// How long an entry is trusted without a notification.
-pub const CACHE_TTL: Duration = Duration::from_secs(30);
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// How often a listener pings itself through the database; a listener that has heard
+/// nothing (not even its own pings) for [`SILENCE`] is taken for lost, and nothing is
+/// cached until it is back (a half-open connection, a failover, or a pooler that does not
+/// pass notifications on would otherwise fail silently).
+pub const PING_EVERY: Duration = Duration::from_millis(500);
+pub const SILENCE: Duration = Duration::from_millis(1_500);
 /// The channel the database announces changes on.
 pub const CHANNEL: &str = "keh_auth";
 /// Beyond this many entries the cache starts over (a bound on memory, not an eviction

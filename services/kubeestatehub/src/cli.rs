@@ -702,8 +702,16 @@ impl Settings {
             ),
             (None, None) => None,
         }
-        .filter(|token| !token.is_empty())
-        .map(keh_platform::http::OpsToken::new);
+        .filter(|token| !token.is_empty());
+        if let Some(token) = &ops_token
+            && token.len() < 16
+        {
+            return Err(
+                "the metrics token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .to_owned(),
+            );
+        }
+        let ops_token = ops_token.map(keh_platform::http::OpsToken::new);
         Ok(keh_platform::http::HttpSettings {
             ops_token,
             body_limit: self.body_limit_bytes,

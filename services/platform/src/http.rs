@@ -45,8 +45,9 @@ impl std::fmt::Debug for OpsToken {
 /// Longest request target (path and query) answered; beyond it, 414 problem+json.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header bytes (names and values) a request may carry; beyond, 431 problem+json.
-/// (Past hyper's own limits — 100 headers, about 400 KiB of head — the connection's parser
-/// answers a bare 431 or 414 before any of this code runs.)
+/// (Past hyper's own limits — 100 headers, a request target of about 64 KiB, about 400 KiB
+/// of head — the connection's parser answers a bare 431 or 414 before any of this code
+/// runs.)
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Longest `X-Request-Id` taken from a client (else a new one is made).
 const MAX_REQUEST_ID: usize = 128;
@@ -279,10 +280,11 @@ pub fn app(
                 )
                 .on_failure(()),
         )
+        // Inside the request-id layers, so that a 414 or 431 carries its id too.
+        .layer(middleware::from_fn(limit_sizes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(middleware::map_request(sanitize_request_id))
-        .layer(middleware::from_fn(limit_sizes)))
+        .layer(middleware::map_request(sanitize_request_id)))
 }
 
 /// The span of one request, named by route template (never the raw path, which would make

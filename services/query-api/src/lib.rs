@@ -236,6 +236,14 @@ async fn read(
         .await
         .map_err(|e| database_problem(&e))?;
         drop(timer);
+        // A hidden listing does not exist for this caller: neither its versions nor its
+        // projection's progress are told.
+        if row
+            .as_ref()
+            .is_some_and(|(_, state)| hidden_from(&caller, state))
+        {
+            return Err(no_listing(&key));
+        }
         let reached = match (&row, min_version) {
             (_, None) => true,
             (Some((version, _)), Some(min)) => *version >= min,
@@ -243,7 +251,6 @@ async fn read(
         };
         if reached {
             return match row {
-                Some((_, state)) if hidden_from(&caller, &state) => Err(no_listing(&key)),
                 Some((version, state)) => Ok(with_etag(state, version, &caller)),
                 None => Err(no_listing(&key)),
             };
@@ -294,6 +301,21 @@ async fn read_as_of(
     caller: &Caller,
 ) -> Result<Response, Problem> {
     let _timer = keh_platform::metrics::db_timer("query.as_of");
+    // A listing hidden now (Delete, Incomplete) is hidden at every instant: its past is
+    // its agent's and the administrators' too.
+    let current: Option<Value> = sqlx::query_scalar(&format!(
+        "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&api.pool)
+    .await
+    .map_err(|e| database_problem(&e))?;
+    if current
+        .as_ref()
+        .is_some_and(|state| hidden_from(caller, state))
+    {
+        return Err(no_listing(key));
+    }
     let events = outbox::listing_events(&api.pool, key, 0, None, Some(as_of))
         .await
         .map_err(|error| match error {

@@ -67,13 +67,15 @@ CREATE TRIGGER users_notify AFTER UPDATE OR DELETE ON auth.users
 CREATE FUNCTION auth.notify_session() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('keh_auth', 'session:' || NEW.family_id);
+    PERFORM pg_notify('keh_auth', 'session:' || OLD.family_id);
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER refresh_tokens_notify AFTER UPDATE OF revoked_at ON auth.refresh_tokens
     FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
     EXECUTE FUNCTION auth.notify_session();
+CREATE TRIGGER refresh_tokens_notify_delete AFTER DELETE ON auth.refresh_tokens
+    FOR EACH ROW EXECUTE FUNCTION auth.notify_session();
 
 CREATE FUNCTION auth.notify_keys() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -88,5 +90,7 @@ CREATE TRIGGER signing_keys_notify AFTER INSERT OR UPDATE OR DELETE ON auth.sign
 -- Both APIs verify access tokens, so both read the keys and the state behind a token; only
 -- the query API (which serves sign-in) writes sign-in state.
 GRANT SELECT ON auth.signing_keys TO keh_query, keh_command;
-GRANT SELECT ON auth.users, auth.refresh_tokens TO keh_command;
+-- Only what the check of a token reads: never a password hash or a refresh-token digest.
+GRANT SELECT (user_id, token_epoch, disabled) ON auth.users TO keh_command;
+GRANT SELECT (family_id, user_id, revoked_at) ON auth.refresh_tokens TO keh_command;
 GRANT SELECT, INSERT, UPDATE, DELETE ON auth.sign_in_failures TO keh_query;

@@ -191,6 +191,24 @@ async fn rotating_keys_keeps_sessions_and_retiring_one_ends_its_tokens_everywher
         assert_eq!(me(instance, &after).await, 200);
     }
 
+    // A retired key stops verifying when its time is up, with no further notification.
+    let short = keh_auth::keys::rotate(&pool, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let during = eventually_value(|| async {
+        let token = signed_in(&replica, "ada").await;
+        (jsonwebtoken::decode_header(&token).unwrap().kid.as_deref() == Some(short.as_str()))
+            .then_some(token)
+    })
+    .await;
+    keh_auth::keys::rotate(&pool, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(me(&app, &during).await, 200, "within its overlap");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(me(&app, &during).await, 401, "after its overlap");
+    assert_eq!(me(&replica, &during).await, 401, "after its overlap");
+
     // A leaked key retired now: its tokens stop at once everywhere; sign-in goes on.
     let retired_at = Instant::now();
     keh_auth::keys::rotate(&pool, Duration::ZERO).await.unwrap();
@@ -847,6 +865,31 @@ async fn sign_in_guessing_on_one_account_waits_longer_whatever_the_address() {
             .status,
         200
     );
+    // Guesses sent at once are counted at once: no more than the free ones get through.
+    let guesses =
+        futures::future::join_all((0..20).map(|i| attempt("hugo", format!("guess {i}"), 100 + i)))
+            .await;
+    let checked = guesses.iter().filter(|r| r.status == 401).count();
+    assert!(
+        checked <= usize::try_from(keh_auth::service::FREE_SIGN_IN_FAILURES).unwrap() + 1,
+        "{checked} of 20 parallel guesses had their password checked"
+    );
+    assert!(guesses.iter().all(|r| r.status == 401 || r.status == 429));
+    // A name longer than any username is wrong, not a server error.
+    assert_eq!(attempt("x", String::new(), 1).await.status, 401);
+    let long = app
+        .send(
+            client_with(None)
+                .post(app.url("/api/v1/auth/token"))
+                .json(&json!({"username": "é".repeat(5_000), "password": "whatever it is"})),
+        )
+        .await;
+    assert!(
+        long.status == 401 || long.status == 422,
+        "{} {}",
+        long.status,
+        long.body
+    );
     // The delay doubles but is capped: a third party cannot lock an owner out for long.
     sqlx::query("UPDATE auth.sign_in_failures SET failures = 1000 WHERE username_key = 'gina'")
         .execute(&pool)
@@ -996,6 +1039,18 @@ async fn deleted_and_incomplete_listings_are_seen_only_by_their_agent_and_admini
     assert_eq!(reply.status, 200, "{}", reply.body);
     let active = create("Active").await;
     wait_projected(&app, &deleted, 2).await;
+    let before_deletion = {
+        let history = app
+            .send(
+                client_with(Some(&alice))
+                    .get(app.url(&format!("/api/v1/listings/{deleted}/history"))),
+            )
+            .await;
+        history.body["items"][0]["RecordedAt"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     wait_projected(&app, &active, 1).await;
 
     let search = |bearer: Option<String>, status: &'static str| {
@@ -1043,6 +1098,11 @@ async fn deleted_and_incomplete_listings_are_seen_only_by_their_agent_and_admini
         for key in [&incomplete, &deleted] {
             for path in [
                 format!("/api/v1/listings/{key}"),
+                format!("/api/v1/listings/{key}?min_version=5&wait_ms=100"),
+                format!(
+                    "/api/v1/listings/{key}?as_of={}",
+                    before_deletion.replace('+', "%2B")
+                ),
                 format!("/api/v1/listings/{key}/history"),
                 format!(
                     "/api/v1/listings/{key}?as_of={}",
