@@ -10,6 +10,13 @@
 //! applied in one transaction and acknowledged only after it commits. A message that can
 //! never be applied (not an event envelope) is parked in `parked_events` and terminated:
 //! visible, counted, and not blocking anything else.
+//!
+//! The partitions a replica owns commit together ([`Committer`]): each partition worker
+//! hands its batch to the replica's committer and waits; the committer applies every batch
+//! waiting at that moment in one transaction, then answers each worker, which acknowledges
+//! its messages. Under a trickle of commands this is one transaction for what all partitions
+//! received meanwhile instead of one per partition (group commit); a listing's events come
+//! from one partition only, so their order within the transaction is the partition's.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +30,7 @@ use keh_events::subject::{SubjectLayout, fnv1a32};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -237,6 +245,52 @@ impl<A: Applier> Projector<A> {
 
     /// Runs until `shutdown`, then finishes in-flight batches and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) {
+        let (submissions, queue) = mpsc::channel(
+            usize::try_from(self.settings.partitions)
+                .unwrap_or(8)
+                .max(1)
+                * 2,
+        );
+        let committer = Committer {
+            applier: Arc::clone(&self.applier),
+            pool: self.pool.clone(),
+            operation: format!("{}.apply", self.settings.group),
+            metrics: self.metrics.clone(),
+        };
+        let committing = tokio::spawn(committer.run(queue));
+        let this = Running {
+            projector: &self,
+            submissions,
+        };
+        this.run(shutdown).await;
+        // Every worker has stopped, and with them every sender: the committer ends.
+        let _ = committing.await;
+        let _ = sqlx::query(
+            "DELETE FROM consumer_members WHERE consumer_group = $1 AND member_id = $2",
+        )
+        .bind(&self.settings.group)
+        .bind(self.member_id)
+        .execute(&self.pool)
+        .await;
+    }
+}
+
+/// A replica while it runs: the projector and the way to its committer.
+struct Running<'a, A: Applier> {
+    projector: &'a Projector<A>,
+    submissions: mpsc::Sender<Submission>,
+}
+
+impl<A: Applier> std::ops::Deref for Running<'_, A> {
+    type Target = Projector<A>;
+
+    fn deref(&self) -> &Projector<A> {
+        self.projector
+    }
+}
+
+impl<A: Applier> Running<'_, A> {
+    async fn run(self, shutdown: CancellationToken) {
         let mut workers: HashMap<u32, Worker> = HashMap::new();
         let mut locks: Option<PgConnection> = None;
         loop {
@@ -254,15 +308,10 @@ impl<A: Applier> Projector<A> {
             }
         }
         stop_all(&mut workers).await;
-        let _ = sqlx::query(
-            "DELETE FROM consumer_members WHERE consumer_group = $1 AND member_id = $2",
-        )
-        .bind(&self.settings.group)
-        .bind(self.member_id)
-        .execute(&self.pool)
-        .await;
     }
+}
 
+impl<A: Applier> Projector<A> {
     fn lock_key(&self, partition: u32) -> i64 {
         i64::from(fnv1a32(
             format!(
@@ -272,7 +321,9 @@ impl<A: Applier> Projector<A> {
             .as_bytes(),
         ))
     }
+}
 
+impl<A: Applier> Running<'_, A> {
     /// Heartbeats, then claims or hands back partitions towards a fair share.
     async fn rebalance(
         &self,
@@ -362,10 +413,8 @@ impl<A: Applier> Projector<A> {
     fn spawn_worker(&self, partition: u32) -> Worker {
         let token = CancellationToken::new();
         let context = PartitionWorker {
-            applier: Arc::clone(&self.applier),
             partition,
             name: format!("{}-p{partition}", self.settings.group),
-            apply_operation: format!("{}.apply", self.settings.group),
             filter: self.layout.partition_filter(partition),
             stream: self.settings.stream.clone(),
             batch_size: self.settings.batch_size.max(1),
@@ -373,6 +422,7 @@ impl<A: Applier> Projector<A> {
             pool: self.pool.clone(),
             jetstream: self.jetstream.clone(),
             metrics: self.metrics.clone(),
+            committer: self.submissions.clone(),
         };
         let child = token.clone();
         let handle = tokio::spawn(async move { context.run(child).await });
@@ -396,12 +446,74 @@ async fn stop_all(workers: &mut HashMap<u32, Worker>) {
     }
 }
 
-struct PartitionWorker<A> {
+/// One batch handed to the committer, and where its outcome goes.
+struct Submission {
+    facts: Vec<Fact>,
+    done: oneshot::Sender<Result<(), ApplyError>>,
+}
+
+/// Applies the batches of every partition a replica owns, as many at a time as are waiting,
+/// in one transaction each time.
+struct Committer<A> {
     applier: Arc<A>,
+    pool: PgPool,
+    /// The database-operation name its transactions are timed under (`projector.apply`).
+    operation: String,
+    metrics: ProjectorMetrics,
+}
+
+impl<A: Applier> Committer<A> {
+    async fn run(self, mut queue: mpsc::Receiver<Submission>) {
+        while let Some(first) = queue.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(next) = queue.try_recv() {
+                waiting.push(next);
+            }
+            if waiting.len() == 1 {
+                let Submission { facts, done } = waiting.remove(0);
+                let _ = done.send(self.commit(facts).await);
+                continue;
+            }
+            let together: Vec<Fact> = waiting.iter().flat_map(|s| s.facts.clone()).collect();
+            match self.commit(together).await {
+                Ok(()) => {
+                    for submission in waiting {
+                        let _ = submission.done.send(Ok(()));
+                    }
+                }
+                // Something in one batch failed: each batch on its own, so the others
+                // commit and the failing one's worker handles its own failure.
+                Err(_) => {
+                    for Submission { facts, done } in waiting {
+                        let _ = done.send(self.commit(facts).await);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `facts` in one committed transaction and records the metrics.
+    async fn commit(&self, facts: Vec<Fact>) -> Result<(), ApplyError> {
+        let oldest = facts.iter().map(|f| f.recorded_at).min();
+        let _timer = keh_platform::metrics::db_timer(&self.operation);
+        let mut tx = self.pool.begin().await?;
+        let applied = self.applier.apply(&mut tx, facts).await?;
+        tx.commit().await?;
+        self.metrics.applied.inc_by(applied.applied);
+        self.metrics.duplicates.inc_by(applied.duplicates);
+        self.metrics.repaired.inc_by(applied.repaired);
+        if let Some(oldest) = oldest {
+            self.metrics
+                .lag
+                .observe((chrono::Utc::now() - oldest).as_seconds_f64().max(0.0));
+        }
+        Ok(())
+    }
+}
+
+struct PartitionWorker {
     partition: u32,
     name: String,
-    /// The database-operation name its batches are timed under (`projector.apply`).
-    apply_operation: String,
     filter: String,
     stream: String,
     batch_size: usize,
@@ -409,9 +521,10 @@ struct PartitionWorker<A> {
     pool: PgPool,
     jetstream: jetstream::Context,
     metrics: ProjectorMetrics,
+    committer: mpsc::Sender<Submission>,
 }
 
-impl<A: Applier> PartitionWorker<A> {
+impl PartitionWorker {
     async fn run(self, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -574,22 +687,16 @@ impl<A: Applier> PartitionWorker<A> {
         Some(span)
     }
 
-    /// Applies `facts` in one committed transaction and records the metrics.
+    /// Applies `facts` through the replica's committer (in one committed transaction,
+    /// maybe with other partitions' batches); returns once it has committed or failed.
     async fn apply_committed(&self, facts: Vec<Fact>) -> Result<(), apply::ApplyError> {
-        let oldest = facts.iter().map(|f| f.recorded_at).min();
-        let _timer = keh_platform::metrics::db_timer(&self.apply_operation);
-        let mut tx = self.pool.begin().await?;
-        let applied = self.applier.apply(&mut tx, facts).await?;
-        tx.commit().await?;
-        self.metrics.applied.inc_by(applied.applied);
-        self.metrics.duplicates.inc_by(applied.duplicates);
-        self.metrics.repaired.inc_by(applied.repaired);
-        if let Some(oldest) = oldest {
-            self.metrics
-                .lag
-                .observe((chrono::Utc::now() - oldest).as_seconds_f64().max(0.0));
-        }
-        Ok(())
+        let (done, outcome) = oneshot::channel();
+        let closed = || ApplyError::Database(sqlx::Error::PoolClosed);
+        self.committer
+            .send(Submission { facts, done })
+            .await
+            .map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
     }
 
     async fn park(

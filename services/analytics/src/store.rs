@@ -275,8 +275,8 @@ async fn write_facts(
     Ok(())
 }
 
-/// Marks series dirty from a date (keeping an earlier mark). Keys are written in order, so
-/// concurrent batches lock them in the same order.
+/// Marks series dirty from a date: appended to `dirty_marks`, which no two batches contend
+/// on (the worker folds them into `dirty_series`, [`fold_marks`]).
 pub async fn mark_dirty(
     connection: &mut PgConnection,
     marks: &BTreeMap<SeriesKey, NaiveDate>,
@@ -289,17 +289,35 @@ pub async fn mark_dirty(
     let types: Vec<&str> = marks.keys().map(|k| k.property_type.as_str()).collect();
     let dates: Vec<NaiveDate> = marks.values().copied().collect();
     sqlx::query(
-        "INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])
-         ON CONFLICT (area_kind, area, property_type)
-         DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
-                       generation = nextval('analytics.dirty_generation')",
+        "INSERT INTO analytics.dirty_marks (area_kind, area, property_type, dirty_from)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])",
     )
     .bind(kinds)
     .bind(areas)
     .bind(types)
     .bind(dates)
     .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Moves the appended marks into `dirty_series` (one row per series, its earliest date, a
+/// new generation when marked again), locking the series' rows in key order so two
+/// folders never deadlock. Marks committed after this statement began wait for the next.
+pub async fn fold_marks(executor: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH moved AS (
+             DELETE FROM analytics.dirty_marks
+             RETURNING area_kind, area, property_type, dirty_from)
+         INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
+         SELECT area_kind, area, property_type, min(dirty_from) FROM moved
+          GROUP BY area_kind, area, property_type
+          ORDER BY area_kind COLLATE \"C\", area COLLATE \"C\", property_type COLLATE \"C\"
+         ON CONFLICT (area_kind, area, property_type)
+         DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
+                       generation = nextval('analytics.dirty_generation')",
+    )
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -344,6 +362,7 @@ pub async fn recompute_dirty(
     lease: std::time::Duration,
     min_interval: std::time::Duration,
 ) -> Result<usize, AnalyticsError> {
+    fold_marks(pool).await?;
     // A series recomputed less than `min_interval` ago waits (its mark stays and collects
     // further changes): under a steady stream of commands the whole-market series, which
     // holds every listing, would otherwise be recomputed back to back and keep a core busy.
@@ -411,6 +430,7 @@ async fn recompute_all(
     connection: &mut PgConnection,
     today: NaiveDate,
 ) -> Result<usize, AnalyticsError> {
+    fold_marks(&mut *connection).await?;
     let dirty: Vec<Dirty> = sqlx::query_as(
         "SELECT area_kind, area, property_type, dirty_from, generation FROM analytics.dirty_series",
     )
@@ -649,7 +669,7 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "TRUNCATE analytics.listing_facts, analytics.dirty_series, analytics.series, analytics.market_metrics",
+        "TRUNCATE analytics.listing_facts, analytics.dirty_series, analytics.dirty_marks, analytics.series, analytics.market_metrics",
     )
     .execute(&mut *tx)
     .await?;
@@ -835,9 +855,14 @@ pub async fn series_exists(
     .await
 }
 
-/// Series still waiting for recomputation (a measure of the worker's lag).
+/// Series still waiting for recomputation (a measure of the worker's lag): those marked
+/// and those whose marks are not folded yet.
 pub async fn dirty_count(executor: impl sqlx::PgExecutor<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM analytics.dirty_series")
-        .fetch_one(executor)
-        .await
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT area_kind, area, property_type FROM analytics.dirty_series
+             UNION SELECT area_kind, area, property_type FROM analytics.dirty_marks) d",
+    )
+    .fetch_one(executor)
+    .await
 }

@@ -308,14 +308,16 @@ async fn create_user(settings: &Settings, command: UsersCommand) -> anyhow::Resu
             println!("user {username} exists; nothing changed");
             Ok(())
         }
+        // A validation problem's detail already names its fields.
+        Err(problem) if problem.errors.is_empty() => Err(anyhow::anyhow!(problem.detail)),
         Err(problem) => Err(anyhow::anyhow!(
-            "{}{}",
-            problem.detail,
+            "{}",
             problem
                 .errors
                 .iter()
-                .map(|e| format!("; {}: {}", e.field, e.message))
-                .collect::<String>()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
         )),
     }
 }

@@ -5,7 +5,8 @@
 //! - [`driver`]: how it is paced (closed loop, or open loop at a fixed arrival rate);
 //! - [`lag`]: event-to-visible lag on the live feed and in the query API;
 //! - [`baseline`]: an empty axum handler, raw JetStream publish and consume;
-//! - [`stats`]: latency histograms and the summary (`--json` for scripts).
+//! - [`stats`]: latency histograms and the summary (`--json` for scripts);
+//! - [`versus`]: the side-by-side workload against the benchmark peer (cqrs-demo).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub mod baseline;
 pub mod driver;
 pub mod lag;
 pub mod stats;
+pub mod versus;
 pub mod workload;
 
 use driver::{Bounds, Outcome, Pace};

@@ -81,6 +81,23 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         keys: usize,
     },
+    /// One-event commands side by side with the peer: ensures --listings listings exist
+    /// (creating what is missing), then sends price changes with fresh prices to random ones.
+    PriceChanges {
+        #[arg(long, default_value_t = 1000)]
+        listings: usize,
+    },
+    /// The benchmark peer (cqrs-demo, --url http://127.0.0.1:3030): `open` its --accounts
+    /// accounts, then `deposits` to random ones or `reads` of random ones.
+    Peer {
+        #[arg(value_enum)]
+        phase: PeerPhase,
+        #[arg(long, default_value_t = 1000)]
+        accounts: u64,
+        /// Account ids are `{prefix}-{n}`.
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+    },
     /// GET a path repeatedly (for example `/` of `loadgen serve-empty`).
     Path {
         #[arg(default_value = "/")]
@@ -135,6 +152,14 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         window: usize,
     },
+}
+
+/// What `loadgen peer` does.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PeerPhase {
+    Open,
+    Deposits,
+    Reads,
 }
 
 #[tokio::main]
@@ -243,6 +268,68 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await
+        }
+        Command::PriceChanges { listings } => {
+            let mut keys = keh_loadgen::listing_keys(&api, listings).await?;
+            if keys.len() < listings {
+                let created = keh_loadgen::create_listings(
+                    &api,
+                    listings - keys.len(),
+                    cli.concurrency,
+                    cli.seed,
+                )
+                .await;
+                keys.extend(created.into_iter().map(|t| t.key));
+            }
+            anyhow::ensure!(
+                !keys.is_empty(),
+                "no listings (signed in as an agent or administrator?)"
+            );
+            let tracked = keys
+                .into_iter()
+                .map(|key| keh_loadgen::workload::Tracked {
+                    key,
+                    price: 0,
+                    pending: false,
+                })
+                .collect();
+            keh_loadgen::versus::price_changes(
+                &api,
+                tracked,
+                pace,
+                Bounds {
+                    count: None,
+                    duration,
+                },
+                cli.seed,
+            )
+            .await
+        }
+        Command::Peer {
+            phase,
+            accounts,
+            prefix,
+        } => {
+            let bounds = Bounds {
+                count: None,
+                duration,
+            };
+            match phase {
+                PeerPhase::Open => {
+                    keh_loadgen::versus::open_accounts(&api, &prefix, accounts, cli.concurrency)
+                        .await
+                }
+                PeerPhase::Deposits => {
+                    keh_loadgen::versus::deposits(&api, &prefix, accounts, pace, bounds, cli.seed)
+                        .await
+                }
+                PeerPhase::Reads => {
+                    keh_loadgen::versus::account_reads(
+                        &api, &prefix, accounts, pace, bounds, cli.seed,
+                    )
+                    .await
+                }
+            }
         }
         Command::Path { path } => {
             keh_loadgen::run_reads(

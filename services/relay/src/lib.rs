@@ -35,6 +35,9 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The longest a busy relay goes without saving its checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 mod metrics;
 
 pub use metrics::RelayMetrics;
@@ -302,6 +305,11 @@ impl Relay {
         let mut known: Option<Position> = None;
         let mut nats_backoff = Backoff::new();
         let mut last_backlog = tokio::time::Instant::now() - Duration::from_secs(60);
+        // The checkpoint is for metrics (reconciliation trusts the stream, not it): saved at
+        // most once per CHECKPOINT_EVERY and when the relay goes idle, not after every
+        // pipeline, where its commit (and WAL flush) cost as much as the read.
+        let mut unsaved: Option<(Cursor, Uuid)> = None;
+        let mut last_saved = tokio::time::Instant::now() - CHECKPOINT_EVERY;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -358,6 +366,11 @@ impl Relay {
                 outbox::read_after(&mut *leader, current.cursor, self.settings.batch_size).await?;
             drop(timer);
             if batch.is_empty() {
+                if let Some((cursor, event_id)) = unsaved.take() {
+                    outbox::save_checkpoint(&mut *leader, &self.settings.stream, cursor, event_id)
+                        .await?;
+                    last_saved = tokio::time::Instant::now();
+                }
                 let held_back = outbox::held_back(&mut *leader, current.cursor).await?;
                 let wait = if held_back {
                     Duration::from_millis(10)
@@ -374,13 +387,14 @@ impl Relay {
             let (reached, end) = self.publish(&batch, current).await;
             if reached != current {
                 if let Some(last) = batch.iter().find(|e| e.cursor == reached.cursor) {
-                    outbox::save_checkpoint(
-                        &mut *leader,
-                        &self.settings.stream,
-                        reached.cursor,
-                        last.event_id,
-                    )
-                    .await?;
+                    unsaved = Some((reached.cursor, last.event_id));
+                }
+                if last_saved.elapsed() >= CHECKPOINT_EVERY
+                    && let Some((cursor, event_id)) = unsaved.take()
+                {
+                    outbox::save_checkpoint(&mut *leader, &self.settings.stream, cursor, event_id)
+                        .await?;
+                    last_saved = tokio::time::Instant::now();
                 }
                 position = Some(reached);
                 known = Some(reached);

@@ -1,7 +1,9 @@
 //! Executing Listing commands against the event store.
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use std::collections::HashMap;
+
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use keh_events::{ListingEvent, Metadata};
 use keh_listing::{Listing, ListingCommand, ListingError};
@@ -94,7 +96,26 @@ pub struct IdempotencyRecord {
 pub struct Store {
     pool: PgPool,
     events: PersistedEventStore<PostgresEventRepository, Listing>,
+    snapshot_every: usize,
+    /// Listings as this process last appended to them, so that the next command on one
+    /// skips loading it (two queries of the five a command costs). Never trusted: an entry
+    /// another writer has overtaken makes the append conflict on `(aggregate_id,
+    /// sequence)` (sequences are gapless), and any outcome decided on an entry other than
+    /// a successful append (a refusal, a version mismatch, no change) is decided again on a
+    /// fresh load. So a cached entry changes what a command costs, never what it decides.
+    cache: std::sync::Mutex<HashMap<String, Cached>>,
 }
+
+/// A listing as the store last appended it.
+#[derive(Clone)]
+struct Cached {
+    listing: Listing,
+    sequence: usize,
+    snapshot: Option<usize>,
+}
+
+/// The most listings the cache keeps (a few KiB each).
+const CACHE_ENTRIES: usize = 10_000;
 
 impl Store {
     /// `snapshot_every`: a snapshot is written every N events, so loading a listing reads at
@@ -104,6 +125,15 @@ impl Store {
         Self {
             pool,
             events: PersistedEventStore::new_snapshot_store(repo, snapshot_every.max(1)),
+            snapshot_every: snapshot_every.max(1),
+            cache: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_cache<T>(&self, f: impl FnOnce(&mut HashMap<String, Cached>) -> T) -> T {
+        match self.cache.lock() {
+            Ok(mut guard) => f(&mut guard),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
 
@@ -139,6 +169,35 @@ impl Store {
         expected_versions: Option<&[u64]>,
         access: &Access,
     ) -> Result<Executed, ExecuteError> {
+        let cached = self.with_cache(|cache| cache.get(listing_key).cloned());
+        if let Some(cached) = cached {
+            let context = EventStoreAggregateContext {
+                aggregate_id: listing_key.to_owned(),
+                aggregate: cached.listing,
+                current_sequence: cached.sequence,
+                current_snapshot: cached.snapshot,
+            };
+            match self
+                .decide_and_append(
+                    context,
+                    command.clone(),
+                    metadata,
+                    expected_versions,
+                    access,
+                )
+                .await
+            {
+                Ok(executed) if executed.appended > 0 => return Ok(executed),
+                Err(error @ ExecuteError::Unavailable(_)) => {
+                    self.with_cache(|cache| cache.remove(listing_key));
+                    return Err(error);
+                }
+                // Decided on what may be an old state: decide again on the stored one.
+                _ => {
+                    self.with_cache(|cache| cache.remove(listing_key));
+                }
+            }
+        }
         let load = keh_platform::metrics::db_timer("event_store.load");
         let context = self
             .events
@@ -146,6 +205,18 @@ impl Store {
             .await
             .map_err(map_error)?;
         drop(load);
+        self.decide_and_append(context, command, metadata, expected_versions, access)
+            .await
+    }
+
+    async fn decide_and_append(
+        &self,
+        context: EventStoreAggregateContext<Listing>,
+        command: ListingCommand,
+        metadata: &Metadata,
+        expected_versions: Option<&[u64]>,
+        access: &Access,
+    ) -> Result<Executed, ExecuteError> {
         if context
             .aggregate
             .state()
@@ -179,11 +250,36 @@ impl Store {
         let appended = events.len();
         tracing::Span::current().record("appended", appended);
         if appended > 0 {
+            let key = context.aggregate_id.clone();
+            let sequence = context.current_sequence;
+            // What postgres-es does on commit: a snapshot when the append reaches the next
+            // multiple of `snapshot_every`.
+            let snapshot = if appended >= self.snapshot_every - sequence % self.snapshot_every {
+                Some(context.current_snapshot.map_or(1, |s| s + 1))
+            } else {
+                context.current_snapshot
+            };
             let _append = keh_platform::metrics::db_timer("event_store.append");
             self.events
                 .commit(events, context, metadata.to_map())
                 .await
                 .map_err(map_error)?;
+            let entry = Cached {
+                listing: after.clone(),
+                sequence: sequence + appended,
+                snapshot,
+            };
+            self.with_cache(|cache| {
+                if cache.len() >= CACHE_ENTRIES {
+                    // Make room: drop a tenth (any tenth: every entry is only a shortcut).
+                    let drop: Vec<String> =
+                        cache.keys().take(CACHE_ENTRIES / 10).cloned().collect();
+                    for key in drop {
+                        cache.remove(&key);
+                    }
+                }
+                cache.insert(key, entry);
+            });
         }
         Ok(Executed {
             listing: after,

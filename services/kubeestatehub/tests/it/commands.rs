@@ -418,3 +418,76 @@ async fn a_long_history_loads_through_snapshots_to_the_same_state() {
     pool.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn replicas_that_cached_an_older_state_decide_on_the_stored_one() {
+    // Each command API keeps the listings it last appended to; another replica's append
+    // makes that entry old. Nothing may be decided on it: not a 412 for the true version,
+    // not an append where the stored state says "no change", not a refusal.
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let settings = settings(&db, &nats_url(), &id);
+    let roles = Roles {
+        command_api: true,
+        query_api: true,
+        ..Roles::NONE
+    };
+    let one = TestApp::spawn(settings.clone(), roles).await;
+    let two = TestApp::spawn(settings, roles).await;
+    async fn price(app: &TestApp, key: &str, value: u64, version: Option<u64>) -> Reply {
+        let mut request = app
+            .client
+            .post(app.url(&format!("/api/v1/listings/{key}/price")))
+            .json(&json!({"ListPrice": value}));
+        if let Some(version) = version {
+            request = request.header("if-match", format!("\"{version}\""));
+        }
+        app.send(request).await
+    }
+    let key = one
+        .create_listing(json!({"PropertyType": "Residential", "ListPrice": 100000}))
+        .await;
+    assert_eq!(price(&one, &key, 110_000, None).await.status, 200);
+    // The other replica moves the listing on: the first one's entry is now old.
+    assert_eq!(price(&two, &key, 120_000, None).await.status, 200);
+    let current = price(&one, &key, 130_000, Some(3)).await;
+    assert_eq!(
+        current.status, 200,
+        "If-Match of the stored version: {}",
+        current.body
+    );
+    assert_eq!(current.header("etag"), Some("\"4\""));
+    // For the second replica (which last saw 120,000) this is a change; for the store, none.
+    let unchanged = price(&two, &key, 130_000, None).await;
+    assert_eq!(unchanged.status, 200, "{}", unchanged.body);
+    assert_eq!(unchanged.header("etag"), Some("\"4\""));
+    assert_eq!(
+        event_count(&db).await,
+        4,
+        "no event for a change the store does not see"
+    );
+    // A status change allowed from the stored state is allowed, through either replica.
+    let pending = two
+        .send(
+            two.client
+                .post(two.url(&format!("/api/v1/listings/{key}/status")))
+                .json(&json!({"StandardStatus": "Pending"})),
+        )
+        .await;
+    assert_eq!(pending.status, 200, "{}", pending.body);
+    let back = one
+        .send(
+            one.client
+                .post(one.url(&format!("/api/v1/listings/{key}/status")))
+                .json(&json!({"StandardStatus": "Active"})),
+        )
+        .await;
+    assert_eq!(
+        back.status, 200,
+        "back on market from Pending: {}",
+        back.body
+    );
+    assert_eq!(back.header("etag"), Some("\"6\""));
+    two.stop().await;
+    one.stop().await;
+}

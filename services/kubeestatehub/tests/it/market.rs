@@ -552,6 +552,7 @@ pub(crate) async fn settled_within(pool: &PgPool, within: Duration) {
     eventually_within("the analytics worker never caught up with the event store", within, || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT NOT EXISTS (SELECT 1 FROM analytics.dirty_series)
+                AND NOT EXISTS (SELECT 1 FROM analytics.dirty_marks)
                 AND (SELECT count(*) FROM analytics.listing_facts f
                       WHERE f.version = (SELECT max(sequence) FROM events e WHERE e.aggregate_id = f.listing_key))
                     = (SELECT count(DISTINCT aggregate_id) FROM events)",
@@ -768,7 +769,8 @@ async fn a_series_is_recomputed_at_most_once_per_interval() {
     })
     .await;
     let waiting: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM analytics.dirty_series WHERE area_kind = 'market' AND property_type = 'All')",
+        "SELECT EXISTS (SELECT 1 FROM analytics.dirty_series WHERE area_kind = 'market' AND property_type = 'All')
+             OR EXISTS (SELECT 1 FROM analytics.dirty_marks WHERE area_kind = 'market' AND property_type = 'All')",
     )
     .fetch_one(&pool)
     .await
