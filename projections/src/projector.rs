@@ -581,7 +581,12 @@ impl PartitionWorker {
             .map_err(|e| e.to_string())?;
         loop {
             let first = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => {
+                    // Acknowledgements are buffered by the client: send them before the
+                    // partition is handed over, or its next owner gets them again.
+                    let _ = self.jetstream.client().flush().await;
+                    return Ok(());
+                }
                 next = messages.next() => next,
             };
             let Some(first) = first else {

@@ -104,6 +104,8 @@ pub struct Store {
     /// a successful append (a refusal, a version mismatch, no change) is decided again on a
     /// fresh load. So a cached entry changes what a command costs, never what it decides.
     cache: std::sync::Mutex<HashMap<String, Cached>>,
+    /// Group commit of concurrent appends, started on first use (it needs the runtime).
+    appender: std::sync::OnceLock<crate::append::Appender>,
 }
 
 /// A listing as the store last appended it.
@@ -127,6 +129,7 @@ impl Store {
             events: PersistedEventStore::new_snapshot_store(repo, snapshot_every.max(1)),
             snapshot_every: snapshot_every.max(1),
             cache: std::sync::Mutex::new(HashMap::new()),
+            appender: std::sync::OnceLock::new(),
         }
     }
 
@@ -260,10 +263,33 @@ impl Store {
                 context.current_snapshot
             };
             let _append = keh_platform::metrics::db_timer("event_store.append");
-            self.events
-                .commit(events, context, metadata.to_map())
-                .await
-                .map_err(map_error)?;
+            // A snapshot is written by postgres-es with its events; everything else goes
+            // through the group commit, and comes back here if that did not write it.
+            let grouped = if snapshot == context.current_snapshot {
+                self.appender
+                    .get_or_init(|| crate::append::Appender::start(self.pool.clone()))
+                    .append(crate::append::Append {
+                        listing_key: key.clone(),
+                        after: sequence,
+                        events: events.clone(),
+                        metadata: metadata.to_map(),
+                    })
+                    .await
+            } else {
+                crate::append::Appended::Alone
+            };
+            if grouped == crate::append::Appended::Unknown {
+                self.with_cache(|cache| cache.remove(&key));
+                return Err(ExecuteError::Unavailable(
+                    "the event store connection failed while committing; the outcome is unknown, retry with the same Idempotency-Key".into(),
+                ));
+            }
+            if grouped == crate::append::Appended::Alone {
+                self.events
+                    .commit(events, context, metadata.to_map())
+                    .await
+                    .map_err(map_error)?;
+            }
             let entry = Cached {
                 listing: after.clone(),
                 sequence: sequence + appended,

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+mod append;
 pub mod command;
 pub mod outbox;
 

@@ -491,3 +491,42 @@ async fn replicas_that_cached_an_older_state_decide_on_the_stored_one() {
     two.stop().await;
     one.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_commands_commit_together_and_one_refusal_costs_the_others_nothing() {
+    // Concurrent appends share a transaction (group commit). Two of these creates claim the
+    // same ListingId: whichever loses gets its 409, and every other create its 201 — as if
+    // each had committed alone.
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(
+        settings(&db, &nats_url(), &id),
+        Roles {
+            command_api: true,
+            query_api: true,
+            ..Roles::NONE
+        },
+    )
+    .await;
+    let replies = join_all((0..24).map(|i| {
+        let listing_id = if i < 2 {
+            "MLS-SHARED".to_owned()
+        } else {
+            format!("MLS-{i}")
+        };
+        let body = json!({"PropertyType": "Land", "ListPrice": 1000 + i, "ListingId": listing_id});
+        let app = &app;
+        async move { app.post("/api/v1/listings", &body).await }
+    }))
+    .await;
+    let shared: Vec<u16> = replies[..2].iter().map(|r| r.status).collect();
+    assert!(
+        shared.contains(&201) && shared.contains(&409),
+        "one claim of the shared ListingId wins: {shared:?}"
+    );
+    for reply in &replies[2..] {
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    assert_eq!(event_count(&db).await, 23);
+    app.stop().await;
+}
