@@ -137,14 +137,15 @@ pub async fn apply(
     // Every row of the batch, locked at once in key order: concurrent appliers lock in the
     // same order (no deadlock), and a batch costs a handful of statements, not a few per event.
     let keys: Vec<String> = by_listing.keys().cloned().collect();
-    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(&format!(
-        "SELECT listing_key, version, state FROM {s}.listings WHERE listing_key = ANY($1)
+    // As text, parsed straight into the typed state (no `serde_json::Value` tree first).
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(&format!(
+        "SELECT listing_key, version, state::text FROM {s}.listings WHERE listing_key = ANY($1)
           ORDER BY listing_key FOR UPDATE"
     ))
     .bind(&keys)
     .fetch_all(&mut *connection)
     .await?;
-    let mut current: HashMap<String, (i64, serde_json::Value)> = rows
+    let mut current: HashMap<String, (i64, String)> = rows
         .into_iter()
         .map(|(key, version, state)| (key, (version, state)))
         .collect();
@@ -192,14 +193,14 @@ struct Changed {
 async fn advance(
     connection: &mut PgConnection,
     key: &str,
-    row: Option<(i64, serde_json::Value)>,
+    row: Option<(i64, String)>,
     facts: BTreeMap<i64, Fact>,
     outcome: &mut Applied,
 ) -> Result<Option<Changed>, ApplyError> {
     let (mut version, mut listing) = match row {
         Some((version, state)) => {
             let state: ListingState =
-                serde_json::from_value(state).map_err(|e| ApplyError::State(key.to_owned(), e))?;
+                serde_json::from_str(&state).map_err(|e| ApplyError::State(key.to_owned(), e))?;
             (version, Listing::from_state(state))
         }
         None => (0, Listing::default()),
@@ -297,16 +298,17 @@ async fn write_listings(
                 .map_or_else(Utc::now, |f| f.recorded_at),
         );
         states.push(
-            serde_json::to_value(state)
+            serde_json::to_string(state)
                 .map_err(|e| ApplyError::State(state.listing_key.to_string(), e))?,
         );
     }
     let written: Vec<String> = sqlx::query_scalar(&format!(
         "INSERT INTO {s}.listings (listing_key, version, standard_status, property_type, list_price, city, postal_code,
              bedrooms_total, bathrooms_total_integer, living_area, latitude, longitude, modification_timestamp, recorded_at, state)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
+         SELECT k, v, ss, pt, lp, c, pc, b, ba, la, lat, lon, mt, ra, st::jsonb
+           FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
              $8::integer[], $9::integer[], $10::numeric[], $11::numeric[], $12::numeric[], $13::timestamptz[],
-             $14::timestamptz[], $15::jsonb[])
+             $14::timestamptz[], $15::text[]) AS r(k, v, ss, pt, lp, c, pc, b, ba, la, lat, lon, mt, ra, st)
          ON CONFLICT (listing_key) DO UPDATE SET
              version = EXCLUDED.version, standard_status = EXCLUDED.standard_status,
              property_type = EXCLUDED.property_type, list_price = EXCLUDED.list_price, city = EXCLUDED.city,
