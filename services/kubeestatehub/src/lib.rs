@@ -44,6 +44,14 @@ impl Roles {
         projector: true,
         analytics: true,
     };
+    /// The two APIs and nothing else (an API replica beside separate consumers).
+    pub const APIS: Self = Self {
+        command_api: true,
+        query_api: true,
+        relay: false,
+        projector: false,
+        analytics: false,
+    };
     pub const NONE: Self = Self {
         command_api: false,
         query_api: false,

@@ -427,11 +427,7 @@ async fn replicas_that_cached_an_older_state_decide_on_the_stored_one() {
     let db = TestDb::create().await;
     let id = unique_id();
     let settings = settings(&db, &nats_url(), &id);
-    let roles = Roles {
-        command_api: true,
-        query_api: true,
-        ..Roles::NONE
-    };
+    let roles = Roles::APIS;
     let one = TestApp::spawn(settings.clone(), roles).await;
     let two = TestApp::spawn(settings, roles).await;
     async fn price(app: &TestApp, key: &str, value: u64, version: Option<u64>) -> Reply {
@@ -499,15 +495,7 @@ async fn concurrent_commands_commit_together_and_one_refusal_costs_the_others_no
     // each had committed alone.
     let db = TestDb::create().await;
     let id = unique_id();
-    let app = TestApp::spawn(
-        settings(&db, &nats_url(), &id),
-        Roles {
-            command_api: true,
-            query_api: true,
-            ..Roles::NONE
-        },
-    )
-    .await;
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::APIS).await;
     let replies = join_all((0..24).map(|i| {
         let listing_id = if i < 2 {
             "MLS-SHARED".to_owned()

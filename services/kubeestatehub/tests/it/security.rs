@@ -117,15 +117,7 @@ async fn tokens_signed_with_a_published_key_are_refused_and_generated_keys_survi
     // The key is the installation's: a restart and a second replica accept the token.
     app.stop().await;
     let restarted = TestApp::spawn(unconfigured(&db, &id), Roles::ALL).await;
-    let replica = TestApp::spawn(
-        unconfigured(&db, &id),
-        Roles {
-            command_api: true,
-            query_api: true,
-            ..Roles::NONE
-        },
-    )
-    .await;
+    let replica = TestApp::spawn(unconfigured(&db, &id), Roles::APIS).await;
     assert_eq!(me(&restarted, &ada).await, 200);
     assert_eq!(me(&replica, &ada).await, 200);
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM auth.signing_keys")
@@ -321,15 +313,7 @@ async fn disabling_demoting_deleting_or_signing_out_ends_access_tokens_at_once_o
     let db = TestDb::create().await;
     let id = unique_id();
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
-    let replica = TestApp::spawn(
-        settings(&db, &nats_url(), &id),
-        Roles {
-            command_api: true,
-            query_api: true,
-            ..Roles::NONE
-        },
-    )
-    .await;
+    let replica = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::APIS).await;
     let both = [&app, &replica];
     let pool = db.pool().await;
     let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
