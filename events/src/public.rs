@@ -159,13 +159,21 @@ pub fn redact_media(value: &mut Value) {
     }
 }
 
+/// A listing's state or an event's data as a reader gets it: private fields only if
+/// `with_private` (the listing's agent, administrators), unsafe media URLs never.
+pub fn served(value: &mut Value, with_private: bool) {
+    if !with_private {
+        remove_private_fields(value);
+    }
+    redact_media(value);
+}
+
 /// The public form of a published envelope (as JSON): private fields removed from `Data`,
 /// unsafe media URLs replaced, the actor reduced to its kind. One message per event still:
 /// redaction changes a message, never drops it.
 pub fn redact_public(envelope: &mut Value) {
     if let Some(data) = envelope.get_mut("Data") {
-        remove_private_fields(data);
-        redact_media(data);
+        served(data, false);
     }
     if let Some(actor) = envelope.get_mut("Actor")
         && let Some(text) = actor.as_str()

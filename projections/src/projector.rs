@@ -258,11 +258,7 @@ impl<A: Applier> Projector<A> {
             metrics: self.metrics.clone(),
         };
         let committing = tokio::spawn(committer.run(queue));
-        let this = Running {
-            projector: &self,
-            submissions,
-        };
-        this.run(shutdown).await;
+        self.consume(shutdown, submissions).await;
         // Every worker has stopped, and with them every sender: the committer ends.
         let _ = committing.await;
         let _ = sqlx::query(
@@ -273,28 +269,14 @@ impl<A: Applier> Projector<A> {
         .execute(&self.pool)
         .await;
     }
-}
 
-/// A replica while it runs: the projector and the way to its committer.
-struct Running<'a, A: Applier> {
-    projector: &'a Projector<A>,
-    submissions: mpsc::Sender<Submission>,
-}
-
-impl<A: Applier> std::ops::Deref for Running<'_, A> {
-    type Target = Projector<A>;
-
-    fn deref(&self) -> &Projector<A> {
-        self.projector
-    }
-}
-
-impl<A: Applier> Running<'_, A> {
-    async fn run(self, shutdown: CancellationToken) {
+    /// Owns its share of partitions until `shutdown`; their workers hand their batches to
+    /// `submissions` (the committer).
+    async fn consume(&self, shutdown: CancellationToken, submissions: mpsc::Sender<Submission>) {
         let mut workers: HashMap<u32, Worker> = HashMap::new();
         let mut locks: Option<PgConnection> = None;
         loop {
-            if let Err(error) = self.rebalance(&mut locks, &mut workers).await {
+            if let Err(error) = self.rebalance(&mut locks, &mut workers, &submissions).await {
                 tracing::warn!(group = %self.settings.group, %error, "consumer lost its coordination session; releasing partitions");
                 stop_all(&mut workers).await;
                 locks = None;
@@ -309,9 +291,7 @@ impl<A: Applier> Running<'_, A> {
         }
         stop_all(&mut workers).await;
     }
-}
 
-impl<A: Applier> Projector<A> {
     fn lock_key(&self, partition: u32) -> i64 {
         i64::from(fnv1a32(
             format!(
@@ -321,14 +301,13 @@ impl<A: Applier> Projector<A> {
             .as_bytes(),
         ))
     }
-}
 
-impl<A: Applier> Running<'_, A> {
     /// Heartbeats, then claims or hands back partitions towards a fair share.
     async fn rebalance(
         &self,
         locks: &mut Option<PgConnection>,
         workers: &mut HashMap<u32, Worker>,
+        submissions: &mpsc::Sender<Submission>,
     ) -> Result<(), sqlx::Error> {
         let connection = match locks {
             Some(c) => c,
@@ -404,13 +383,13 @@ impl<A: Applier> Running<'_, A> {
                 .await?;
             if acquired {
                 tracing::info!(partition, "consuming partition");
-                workers.insert(partition, self.spawn_worker(partition));
+                workers.insert(partition, self.spawn_worker(partition, submissions));
             }
         }
         Ok(())
     }
 
-    fn spawn_worker(&self, partition: u32) -> Worker {
+    fn spawn_worker(&self, partition: u32, submissions: &mpsc::Sender<Submission>) -> Worker {
         let token = CancellationToken::new();
         let context = PartitionWorker {
             partition,
@@ -422,7 +401,7 @@ impl<A: Applier> Running<'_, A> {
             pool: self.pool.clone(),
             jetstream: self.jetstream.clone(),
             metrics: self.metrics.clone(),
-            committer: self.submissions.clone(),
+            committer: submissions.clone(),
         };
         let child = token.clone();
         let handle = tokio::spawn(async move { context.run(child).await });

@@ -130,25 +130,24 @@ impl KeyRing {
         }
     }
 
-    /// Keys generated for this installation, loaded from the database (made first if there
-    /// are none and this role may write them).
-    pub async fn generated(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let ring = Self::empty_generated();
-        if !ring.reload(pool).await? {
-            match ensure_generated(pool).await {
-                Ok(_) => {}
-                // A least-privileged role cannot make one: the migrate Job or the query
-                // API does; until then this role verifies nothing and signs nothing.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
-                    tracing::warn!(
-                        "no signing key yet and this role may not create one; waiting for `kubeestatehub migrate`"
-                    );
-                }
-                Err(error) => return Err(error),
-            }
-            ring.reload(pool).await?;
+    /// Loads the installation's generated keys, making the first one if there are none
+    /// and this role may write them. Configured keys need nothing.
+    pub async fn load_or_make(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        if self.reload(pool).await? {
+            return Ok(());
         }
-        Ok(ring)
+        match ensure_generated(pool).await {
+            Ok(_) => {}
+            // A least-privileged role cannot make one: the migrate Job or the query API
+            // does; until then this role verifies nothing and signs nothing.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+                tracing::warn!(
+                    "no signing key yet and this role may not create one; waiting for `kubeestatehub migrate`"
+                );
+            }
+            Err(error) => return Err(error),
+        }
+        self.reload(pool).await.map(|_| ())
     }
 
     /// Whether keys come from the database (and can change under a running process).

@@ -17,7 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use keh_platform::Problem;
 
-use crate::principal::{Caller, Principal};
+use crate::principal::Caller;
 
 /// Sign-in attempts per address: one a second, ten at once.
 const SIGN_IN_PER_SECOND: u32 = 1;
@@ -100,14 +100,14 @@ impl RateLimit {
 }
 
 fn too_many(wait: std::time::Duration, detail: &str) -> Response {
-    let mut problem = Problem::new(
+    Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
         "Too many requests",
         detail,
-    );
-    problem.retry_after_secs = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
-    problem.into_response()
+    )
+    .retry_after(wait)
+    .into_response()
 }
 
 fn check(
@@ -126,11 +126,10 @@ pub async fn limit_callers(
     request: Request,
     next: Next,
 ) -> Response {
-    let key = match request.extensions().get::<Caller>().map(|c| &c.principal) {
-        Some(Principal::User { user_id, .. }) => format!("user:{user_id}"),
-        Some(Principal::ApiKey { key_id, .. }) => format!("key:{key_id}"),
-        _ => limit.address(&request),
-    };
+    let key = request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| limit.address(&request), Caller::limit_key);
     match check(&limit.callers, &key) {
         Ok(()) => next.run(request).await,
         Err(wait) => too_many(

@@ -205,14 +205,16 @@ pub struct AuthService {
 }
 
 fn too_soon(wait: Duration) -> Problem {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut problem = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "sign-in-throttled",
         "Too Many Requests",
-        format!("too many failed sign-ins for this account; wait {secs} s before trying again"),
-    );
-    problem.retry_after_secs = Some(secs);
+        "",
+    )
+    .retry_after(wait);
+    let secs = problem.retry_after_secs.unwrap_or(1).max(1);
+    problem.detail =
+        format!("too many failed sign-ins for this account; wait {secs} s before trying again");
     problem
 }
 
@@ -225,10 +227,6 @@ impl AuthService {
             Some(secret) => KeyRing::configured(secret, &settings.previous_jwt_secrets),
             None => KeyRing::empty_generated(),
         };
-        Self::with_keys(pool, settings, keys)
-    }
-
-    fn with_keys(pool: PgPool, settings: AuthSettings, keys: KeyRing) -> Self {
         Self {
             keys: Arc::new(keys),
             settings: Arc::new(settings),
@@ -242,11 +240,8 @@ impl AuthService {
     /// (made now if there are none yet); usernames stored before canonical keys existed get
     /// theirs.
     pub async fn start(pool: PgPool, settings: AuthSettings) -> Result<Self, sqlx::Error> {
-        let keys = match &settings.jwt_secret {
-            Some(secret) => KeyRing::configured(secret, &settings.previous_jwt_secrets),
-            None => KeyRing::generated(&pool).await?,
-        };
-        let service = Self::with_keys(pool, settings, keys);
+        let service = Self::new(pool, settings);
+        service.keys.load_or_make(&service.pool).await?;
         service.backfill_username_keys().await;
         Ok(service)
     }
@@ -275,74 +270,83 @@ impl AuthService {
                 connected = connect => connected,
             };
             match connected {
-                Ok(mut listener) => {
-                    // The listener lives in a task of its own, so that no `select!` ever
-                    // drops a half-read notification; `None` says the connection was lost.
-                    let (sender, mut notifications) = tokio::sync::mpsc::channel(256);
-                    let reader = tokio::spawn(async move {
-                        loop {
-                            let next = match listener.try_recv().await {
-                                Ok(Some(notification)) => Some(notification.payload().to_owned()),
-                                Ok(None) | Err(_) => None,
-                            };
-                            let lost = next.is_none();
-                            if sender.send(next).await.is_err() || lost {
-                                return;
-                            }
-                        }
-                    });
-                    self.standings.set_listening(true);
-                    self.reload_keys().await;
-                    let mut heard = Instant::now();
-                    let mut ping = tokio::time::interval(PING_EVERY);
-                    loop {
-                        let received = tokio::select! {
-                            () = &mut shutdown => {
-                                self.standings.set_listening(false);
-                                reader.abort();
-                                return;
-                            }
-                            _ = ping.tick() => {
-                                if heard.elapsed() > SILENCE {
-                                    tracing::warn!("the auth change listener went silent; not caching token state until it is back");
-                                    self.standings.set_listening(false);
-                                    break;
-                                }
-                                // Best effort: a failed ping shows up as silence.
-                                let _ = sqlx::query("SELECT pg_notify($1, 'ping')")
-                                    .bind(CHANNEL)
-                                    .execute(&self.pool)
-                                    .await;
-                                continue;
-                            }
-                            received = notifications.recv() => received.flatten(),
-                        };
-                        let Some(payload) = received else {
-                            tracing::warn!(
-                                "lost the auth change listener; not caching token state until it is back"
-                            );
-                            self.standings.set_listening(false);
-                            break;
-                        };
-                        heard = Instant::now();
-                        if let Some(change) = Change::parse(&payload) {
-                            self.standings.forget(&change);
-                            if change == Change::Keys {
-                                self.reload_keys().await;
-                            }
-                        }
+                Ok(listener) => {
+                    let stopped = self.follow(listener, shutdown.as_mut()).await;
+                    self.standings.set_listening(false);
+                    if stopped {
+                        return;
                     }
-                    reader.abort();
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for auth changes; retrying");
-                }
+                Err(error) => tracing::warn!(%error, "cannot listen for auth changes; retrying"),
             }
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Applies the changes `listener` hears until it is lost or silent (`false`) or
+    /// `shutdown` comes (`true`). Caches token state meanwhile.
+    async fn follow(
+        &self,
+        mut listener: sqlx::postgres::PgListener,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> bool {
+        // The listener lives in a task of its own, so that no `select!` ever drops a
+        // half-read notification; `None` says the connection was lost.
+        let (sender, mut notifications) = tokio::sync::mpsc::channel(256);
+        let reader = tokio::spawn(async move {
+            loop {
+                let next = listener
+                    .try_recv()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|n| n.payload().to_owned());
+                let lost = next.is_none();
+                if sender.send(next).await.is_err() || lost {
+                    return;
+                }
+            }
+        });
+        self.standings.set_listening(true);
+        self.reload_keys().await;
+        let mut heard = Instant::now();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let stopped = loop {
+            let received = tokio::select! {
+                () = &mut shutdown => break true,
+                _ = ping.tick() => {
+                    if heard.elapsed() > SILENCE {
+                        tracing::warn!("the auth change listener went silent; not caching token state until it is back");
+                        break false;
+                    }
+                    // Best effort: a failed ping shows up as silence.
+                    let _ = sqlx::query("SELECT pg_notify($1, 'ping')")
+                        .bind(CHANNEL)
+                        .execute(&self.pool)
+                        .await;
+                    continue;
+                }
+                received = notifications.recv() => received.flatten(),
+            };
+            let Some(payload) = received else {
+                tracing::warn!(
+                    "lost the auth change listener; not caching token state until it is back"
+                );
+                break false;
+            };
+            heard = Instant::now();
+            if let Some(change) = Change::parse(&payload) {
+                self.standings.forget(&change);
+                if change == Change::Keys {
+                    self.reload_keys().await;
+                }
+            }
+        };
+        reader.abort();
+        stopped
     }
 
     async fn reload_keys(&self) {

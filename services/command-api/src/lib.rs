@@ -542,10 +542,7 @@ fn listing_response(
             return Problem::internal().into_response();
         }
     };
-    if !private {
-        keh_events::listing::remove_private_fields(&mut body);
-    }
-    keh_events::public::redact_media(&mut body);
+    keh_events::public::served(&mut body, private);
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
         headers.insert(header::ETAG, etag);

@@ -265,14 +265,7 @@ where
     driver::drive(what, pace, bounds, move |i| {
         let (api, paths) = (api.clone(), paths.clone());
         async move {
-            let status = match api.request(reqwest::Method::GET, &paths(i)).send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16().to_string();
-                    let _ = response.bytes().await;
-                    status
-                }
-                Err(error) => failure_kind(&error),
-            };
+            let status = status_of(api.request(reqwest::Method::GET, &paths(i))).await;
             Outcome {
                 operation: None,
                 status,
@@ -280,6 +273,19 @@ where
         }
     })
     .await
+}
+
+/// Sends `request` and reads its answer whole (the connection goes back to the pool only
+/// then); returns its status, or `timeout` / `connection`.
+pub async fn status_of(request: reqwest::RequestBuilder) -> String {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16().to_string();
+            let _ = response.bytes().await;
+            status
+        }
+        Err(error) => failure_kind(&error),
+    }
 }
 
 /// Keys of up to `limit` listings the query API serves (for get-by-key runs).

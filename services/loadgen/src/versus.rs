@@ -19,19 +19,7 @@ use serde_json::json;
 use crate::driver::{self, Bounds, Outcome, Pace};
 use crate::stats::Summary;
 use crate::workload::Tracked;
-use crate::{Api, failure_kind};
-
-async fn status_of(request: reqwest::RequestBuilder) -> String {
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16().to_string();
-            // Read the body: the connection goes back to the pool only then.
-            let _ = response.bytes().await;
-            status
-        }
-        Err(error) => failure_kind(&error),
-    }
-}
+use crate::{Api, status_of};
 
 /// Price changes to random listings of `listings`, each with a price no earlier command
 /// sent (a repeated price would be a no-op, not an event).
@@ -74,6 +62,13 @@ pub async fn price_changes(
 /// The peer's account ids: `{prefix}-{n}`.
 fn account(prefix: &str, n: u64) -> String {
     format!("{prefix}-{n}")
+}
+
+/// Request `i`'s account: one of the `count` opened, drawn from `seed` (mixed with
+/// `salt`, so that different phases draw different sequences).
+fn random_account(prefix: &str, count: u64, seed: u64, salt: u64, i: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(salt).wrapping_add(i));
+    account(prefix, rng.random_range(0..count.max(1)))
 }
 
 /// Opens `count` accounts on the peer.
@@ -119,8 +114,7 @@ pub async fn deposits(
     let prefix = prefix.to_owned();
     driver::drive("deposits", pace, bounds, move |i| {
         let api = api.clone();
-        let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(7_919).wrapping_add(i));
-        let id = account(&prefix, rng.random_range(0..count.max(1)));
+        let id = random_account(&prefix, count, seed, 7_919, i);
         async move {
             let status = status_of(
                 api.request(reqwest::Method::POST, &format!("/account/{id}"))
@@ -147,10 +141,9 @@ pub async fn account_reads(
 ) -> Summary {
     let prefix = prefix.to_owned();
     crate::run_reads(api, "account-reads", pace, bounds, move |i| {
-        let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(104_729).wrapping_add(i));
         format!(
             "/account/{}",
-            account(&prefix, rng.random_range(0..count.max(1)))
+            random_account(&prefix, count, seed, 104_729, i)
         )
     })
     .await

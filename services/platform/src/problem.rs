@@ -96,6 +96,12 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    /// Tells the client to retry after `wait`, rounded up to whole seconds (`Retry-After`).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after_secs = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        self
+    }
+
     /// 503: a dependency is down; the client may retry after `retry_after_secs`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         let mut problem = Self::new(

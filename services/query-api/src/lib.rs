@@ -23,7 +23,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use keh_auth::Caller;
-use keh_events::listing::remove_private_fields;
 use keh_events::reso::{PropertyType, StandardStatus};
 use keh_events::subject::SubjectLayout;
 use keh_platform::Problem;
@@ -103,12 +102,6 @@ fn database_problem(error: &sqlx::Error) -> Problem {
     }
 }
 
-/// The public view of a listing state: private fields removed.
-fn public(mut value: Value) -> Value {
-    remove_private_fields(&mut value);
-    value
-}
-
 /// Whether `caller` may see the private fields of the listing whose state is `state`.
 fn may_see_private(caller: &Caller, state: &Value) -> bool {
     caller.may_see_private(
@@ -120,17 +113,19 @@ fn may_see_private(caller: &Caller, state: &Value) -> bool {
 /// The listing as `caller` may see it: private fields for its agent and administrators
 /// only, and, for everyone, no media URL that is not safe to follow.
 fn visible(mut state: Value, caller: &Caller) -> Value {
-    keh_events::public::redact_media(&mut state);
-    if may_see_private(caller, &state) {
-        state
-    } else {
-        public(state)
-    }
+    let private = may_see_private(caller, &state);
+    keh_events::public::served(&mut state, private);
+    state
 }
 
 /// Statuses only a listing's agent and administrators may see: a listing being prepared,
 /// and one taken off the record.
 const HIDDEN_STATUSES: [&str; 2] = ["Delete", "Incomplete"];
+
+/// [`HIDDEN_STATUSES`] as a query parameter.
+fn hidden_statuses() -> Vec<String> {
+    HIDDEN_STATUSES.map(str::to_owned).to_vec()
+}
 
 /// Whether the listing whose state is `state` is hidden from `caller` (answered as if it
 /// did not exist).
@@ -147,7 +142,10 @@ fn push_visibility(query: &mut QueryBuilder<'_, sqlx::Postgres>, caller: &Caller
     if caller.is_admin() {
         return;
     }
-    query.push(" AND (standard_status <> ALL(ARRAY['Delete', 'Incomplete'])");
+    query
+        .push(" AND (standard_status <> ALL(")
+        .push_bind(hidden_statuses())
+        .push(")");
     if let keh_auth::Principal::User {
         role: keh_auth::Role::Agent,
         agent_key,
@@ -394,10 +392,7 @@ async fn history(
         .map(|row| {
             let actor = row.get::<String, _>("actor");
             let mut data = row.get::<Value, _>("data");
-            keh_events::public::redact_media(&mut data);
-            if !private {
-                data = public(data);
-            }
+            keh_events::public::served(&mut data, private);
             json!({
                 "Sequence": row.get::<i64, _>("sequence"),
                 "EventId": row.get::<uuid_type::Uuid, _>("event_id"),
@@ -791,10 +786,12 @@ async fn open_houses(
         "SELECT o.listing_key, o.open_house_key, o.open_house_date, o.open_house_start_time, o.open_house_end_time,
                 o.open_house_type, o.open_house_remarks, l.state->>'UnparsedAddress' AS address, l.city, l.postal_code
            FROM {SCHEMA}.listing_open_houses o JOIN {SCHEMA}.listings l USING (listing_key)
-          WHERE o.open_house_status = 'Active' AND l.standard_status <> ALL(ARRAY['Delete', 'Incomplete'])
-            AND o.open_house_start_time >= "
+          WHERE o.open_house_status = 'Active' AND l.standard_status <> ALL("
     ));
-    query.push_bind(from);
+    query
+        .push_bind(hidden_statuses())
+        .push(") AND o.open_house_start_time >= ")
+        .push_bind(from);
     if let Some(to) = to {
         query.push(" AND o.open_house_start_time < ").push_bind(to);
     }

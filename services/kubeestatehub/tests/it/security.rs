@@ -77,9 +77,7 @@ async fn tokens_signed_with_a_published_key_are_refused_and_generated_keys_survi
     let db = TestDb::create().await;
     let id = unique_id();
     let app = TestApp::spawn(unconfigured(&db, &id), Roles::ALL).await;
-    let pool = db.pool().await;
-    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
-    user(&auth, "ada", Role::Admin, None).await;
+    let pool = users(&db, &app, &[("ada", Role::Admin, None)]).await;
     let ada = signed_in(&app, "ada").await;
     let real = claims_of(&ada);
     let generated_kid = jsonwebtoken::decode_header(&ada).unwrap().kid.unwrap();
@@ -163,9 +161,7 @@ async fn rotating_keys_keeps_sessions_and_retiring_one_ends_its_tokens_everywher
         },
     )
     .await;
-    let pool = db.pool().await;
-    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
-    user(&auth, "ada", Role::Admin, None).await;
+    let pool = users(&db, &app, &[("ada", Role::Admin, None)]).await;
     let before = signed_in(&app, "ada").await;
 
     // A rotation: the new key signs at once on every replica; the old one still verifies.
@@ -239,14 +235,7 @@ async fn a_configured_secret_rotates_through_previous_secrets() {
         ..Roles::NONE
     };
     let app = TestApp::spawn(with(&first, Vec::new()), roles).await;
-    let pool = db.pool().await;
-    user(
-        &keh_auth::AuthService::new(pool.clone(), app.settings.auth()),
-        "ada",
-        Role::Admin,
-        None,
-    )
-    .await;
+    users(&db, &app, &[("ada", Role::Admin, None)]).await;
     let old = signed_in(&app, "ada").await;
     app.stop().await;
 
@@ -315,11 +304,18 @@ async fn disabling_demoting_deleting_or_signing_out_ends_access_tokens_at_once_o
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
     let replica = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::APIS).await;
     let both = [&app, &replica];
-    let pool = db.pool().await;
-    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
-    for name in ["dora", "dan", "dee", "sam"] {
-        user(&auth, name, Role::Agent, Some("AGENT-D")).await;
-    }
+    let agent = Some("AGENT-D");
+    let pool = users(
+        &db,
+        &app,
+        &[
+            ("dora", Role::Agent, agent),
+            ("dan", Role::Agent, agent),
+            ("dee", Role::Agent, agent),
+            ("sam", Role::Agent, agent),
+        ],
+    )
+    .await;
     let admin = &app.client;
     let user_id = |name: &'static str| {
         let pool = pool.clone();
@@ -430,6 +426,17 @@ async fn signed_in(app: &TestApp, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// Users made straight in `app`'s store (passwords from [`crate::auth::password_of`]);
+/// returns a pool on its database.
+async fn users(db: &TestDb, app: &TestApp, who: &[(&str, Role, Option<&str>)]) -> sqlx::PgPool {
+    let pool = db.pool().await;
+    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
+    for (name, role, agent_key) in who {
+        user(&auth, name, *role, *agent_key).await;
+    }
+    pool
 }
 
 /// Reads `count` events of a live-feed response: their envelopes.
@@ -708,9 +715,7 @@ async fn public_surfaces_name_no_user_or_key() {
     let db = TestDb::create().await;
     let id = unique_id();
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
-    let pool = db.pool().await;
-    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
-    user(&auth, "alice", Role::Agent, Some("AGENT-A")).await;
+    users(&db, &app, &[("alice", Role::Agent, Some("AGENT-A"))]).await;
     let alice = signed_in(&app, "alice").await;
     let anonymous_feed = client_with(None)
         .get(app.url("/api/v1/listing-events"))
@@ -794,10 +799,12 @@ async fn public_surfaces_name_no_user_or_key() {
 async fn sign_in_guessing_on_one_account_waits_longer_whatever_the_address() {
     let db = TestDb::create().await;
     let app = TestApp::spawn(settings(&db, &nats_url(), &unique_id()), Roles::ALL).await;
-    let pool = db.pool().await;
-    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
-    user(&auth, "gina", Role::Viewer, None).await;
-    user(&auth, "hugo", Role::Viewer, None).await;
+    let pool = users(
+        &db,
+        &app,
+        &[("gina", Role::Viewer, None), ("hugo", Role::Viewer, None)],
+    )
+    .await;
     let attempt = |name: &'static str, password: String, address: usize| {
         let url = app.url("/api/v1/auth/token");
         let app = &app;
@@ -990,10 +997,15 @@ async fn deleted_and_incomplete_listings_are_seen_only_by_their_agent_and_admini
     let db = TestDb::create().await;
     let id = unique_id();
     let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
-    let pool = db.pool().await;
-    let auth = keh_auth::AuthService::new(pool.clone(), app.settings.auth());
-    user(&auth, "alice", Role::Agent, Some("AGENT-A")).await;
-    user(&auth, "bob", Role::Agent, Some("AGENT-B")).await;
+    users(
+        &db,
+        &app,
+        &[
+            ("alice", Role::Agent, Some("AGENT-A")),
+            ("bob", Role::Agent, Some("AGENT-B")),
+        ],
+    )
+    .await;
     let (alice, bob) = (signed_in(&app, "alice").await, signed_in(&app, "bob").await);
     let viewer = app.token(Role::Viewer, None).await;
     let create = |status: &'static str| {
