@@ -385,6 +385,12 @@ pub struct Settings {
     )]
     pub relay_idle_poll_ms: u64,
 
+    /// How long the relay lets events gather after publishing less than a full pipeline,
+    /// in milliseconds: under load, fewer and larger reads and pipelines for at most this
+    /// much more latency (0: read again at once).
+    #[arg(long, global = true, env = "KEH_RELAY_GATHER_MS", default_value_t = 3)]
+    pub relay_gather_ms: u64,
+
     /// How often the relay's leader refreshes its backlog and consumer-lag gauges, in
     /// milliseconds.
     #[arg(
@@ -625,6 +631,7 @@ impl Settings {
             max_age: Duration::from_secs(self.stream_max_age_secs),
             batch_size: self.relay_batch.max(1),
             idle_poll: Duration::from_millis(self.relay_idle_poll_ms.max(10)),
+            gather: Duration::from_millis(self.relay_gather_ms),
             redact_private: true,
             metrics_every: Duration::from_millis(self.metrics_refresh_ms.max(10)),
             ..keh_relay::RelaySettings::default()

@@ -31,6 +31,8 @@ use workload::{Operation, Tracked};
 #[derive(Clone)]
 pub struct Api {
     base: String,
+    /// Where reads and sign-in go (the query API's role), when not `base`.
+    query_base: Option<String>,
     client: reqwest::Client,
     token: Option<String>,
 }
@@ -39,12 +41,20 @@ impl Api {
     pub fn new(base: &str, connections: usize) -> anyhow::Result<Self> {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
+            query_base: None,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(connections)
                 .timeout(Duration::from_secs(30))
                 .build()?,
             token: None,
         })
+    }
+
+    /// Sends reads (GET) and sign-in to `base` instead: the query API running as a process
+    /// of its own.
+    pub fn with_query_base(mut self, base: Option<&str>) -> Self {
+        self.query_base = base.map(|b| b.trim_end_matches('/').to_owned());
+        self
     }
 
     /// Uses `token` (an access token or API key) for every request.
@@ -74,7 +84,13 @@ impl Api {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, format!("{}{path}", self.base));
+        let base = match &self.query_base {
+            Some(query) if method == reqwest::Method::GET || path.starts_with("/api/v1/auth/") => {
+                query
+            }
+            _ => &self.base,
+        };
+        let request = self.client.request(method, format!("{base}{path}"));
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

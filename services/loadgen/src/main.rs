@@ -23,6 +23,10 @@ struct Cli {
         global = true
     )]
     url: String,
+    /// Base URL of the query API when it runs apart from the command API (roles started one
+    /// per process): reads and sign-in go there, commands to --url.
+    #[arg(long, env = "KEH_QUERY_URL", global = true)]
+    query_url: Option<String>,
     /// Clients (closed loop), or the most requests in flight at once (open loop).
     #[arg(long, default_value_t = 32, global = true)]
     concurrency: usize,
@@ -175,7 +179,9 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let duration = Some(Duration::from_secs(cli.seconds));
-    let api = Api::new(&cli.url, cli.concurrency)?.with_token(cli.token.clone());
+    let api = Api::new(&cli.url, cli.concurrency)?
+        .with_query_base(cli.query_url.as_deref())
+        .with_token(cli.token.clone());
     let api = match (&cli.token, &cli.username, &cli.password) {
         (None, Some(username), Some(password)) => api.sign_in(username, password).await?,
         _ => api,

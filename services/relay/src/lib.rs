@@ -61,6 +61,9 @@ pub struct RelaySettings {
     pub batch_size: i64,
     /// Poll interval when no notification arrives (notifications can be missed on reconnect).
     pub idle_poll: Duration,
+    /// After a pipeline shorter than `batch_size`, how long to let events gather before
+    /// reading again (fewer, larger reads and pipelines under load).
+    pub gather: Duration,
     /// How often a standby relay tries to become leader.
     pub leader_retry: Duration,
     /// How long to wait for a publish acknowledgement.
@@ -84,6 +87,7 @@ impl Default for RelaySettings {
             max_age: Duration::ZERO,
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
+            gather: Duration::from_millis(3),
             leader_retry: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
             redact_private: true,
@@ -384,6 +388,7 @@ impl Relay {
                 }
                 continue;
             }
+            let partial = i64::try_from(batch.len()).unwrap_or(i64::MAX) < self.settings.batch_size;
             let (reached, end) = self.publish(&batch, current).await;
             if reached != current {
                 if let Some(last) = batch.iter().find(|e| e.cursor == reached.cursor) {
@@ -400,6 +405,11 @@ impl Relay {
                 known = Some(reached);
             }
             match end {
+                // Under load, reading again at once finds only the few events committed
+                // while this pipeline was out: let them gather.
+                PipelineEnd::Complete if partial && !self.settings.gather.is_zero() => {
+                    self.pause(shutdown, self.settings.gather).await;
+                }
                 PipelineEnd::Complete => {}
                 // The stream already holds that event (de-duplicated by its id): it was
                 // skipped, and publication goes on after it without reconciling (which would

@@ -219,6 +219,7 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         stream_max_age_secs: 0,
         relay_batch: 100,
         relay_idle_poll_ms: 200,
+        relay_gather_ms: 3,
         metrics_refresh_ms: 200,
         projector_batch: 100,
         projector_ack_wait_ms: 2_000,
