@@ -181,13 +181,11 @@ fn tally(listing: &MarketFacts, s: NaiveDate, e: NaiveDate, t: &mut Tally) {
     if listing.contracts.iter().any(|d| within(*d, s, e)) {
         t.pending += 1;
     }
-    t.price_changes += i64::try_from(
-        timeline
-            .windows(2)
-            .filter(|w| w[1].price != w[0].price && within(w[1].date, s, e))
-            .count(),
-    )
-    .unwrap_or(0);
+    t.price_changes += timeline
+        .windows(2)
+        .filter(|w| within(w[1].date, s, e))
+        .map(|w| i64::from(w[1].price_changes(&w[0])))
+        .sum::<i64>();
     if let Some(exit) = listing.first_exit_date.filter(|d| within(*d, s, e)) {
         let start = listing
             .on_market_date
