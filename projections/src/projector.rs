@@ -94,6 +94,10 @@ pub struct ProjectorSettings {
     pub heartbeat: Duration,
     /// How long JetStream waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
+    /// The least time from the end of one transaction of a replica's batches to the start of
+    /// the next: under load, fewer and larger transactions; a batch after a quiet spell goes
+    /// at once.
+    pub gather: Duration,
 }
 
 impl Default for ProjectorSettings {
@@ -106,6 +110,7 @@ impl Default for ProjectorSettings {
             batch_size: 500,
             heartbeat: Duration::from_secs(2),
             ack_wait: Duration::from_secs(30),
+            gather: Duration::from_millis(10),
         }
     }
 }
@@ -256,6 +261,7 @@ impl<A: Applier> Projector<A> {
             pool: self.pool.clone(),
             operation: format!("{}.apply", self.settings.group),
             metrics: self.metrics.clone(),
+            gather: self.settings.gather,
         };
         let committing = tokio::spawn(committer.run(queue));
         self.consume(shutdown, submissions).await;
@@ -439,11 +445,18 @@ struct Committer<A> {
     /// The database-operation name its transactions are timed under (`projector.apply`).
     operation: String,
     metrics: ProjectorMetrics,
+    /// How long after a transaction's end the next one waits for batches to gather.
+    gather: Duration,
 }
 
 impl<A: Applier> Committer<A> {
     async fn run(self, mut queue: mpsc::Receiver<Submission>) {
+        let mut last = tokio::time::Instant::now();
         while let Some(first) = queue.recv().await {
+            // Under load, batches arrive while a transaction runs: waiting out the rest of
+            // `gather` since the last one lets the next take more of them (fewer, larger
+            // transactions); after a pause the first batch goes at once.
+            tokio::time::sleep_until(last + self.gather).await;
             let mut waiting = vec![first];
             while let Ok(next) = queue.try_recv() {
                 waiting.push(next);
@@ -451,6 +464,7 @@ impl<A: Applier> Committer<A> {
             if waiting.len() == 1 {
                 let Submission { facts, done } = waiting.remove(0);
                 let _ = done.send(self.commit(facts).await);
+                last = tokio::time::Instant::now();
                 continue;
             }
             let together: Vec<Fact> = waiting.iter().flat_map(|s| s.facts.clone()).collect();
@@ -468,6 +482,7 @@ impl<A: Applier> Committer<A> {
                     }
                 }
             }
+            last = tokio::time::Instant::now();
         }
     }
 

@@ -388,8 +388,19 @@ pub struct Settings {
     /// How long the relay lets events gather after publishing less than a full pipeline,
     /// in milliseconds: under load, fewer and larger reads and pipelines for at most this
     /// much more latency (0: read again at once).
-    #[arg(long, global = true, env = "KEH_RELAY_GATHER_MS", default_value_t = 3)]
+    #[arg(long, global = true, env = "KEH_RELAY_GATHER_MS", default_value_t = 10)]
     pub relay_gather_ms: u64,
+
+    /// The least time, in milliseconds, between one transaction of a consumer replica's
+    /// batches (projector, analytics) and the next: under load, fewer and larger
+    /// transactions for at most this much more lag (0: at once).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_CONSUMER_GATHER_MS",
+        default_value_t = 10
+    )]
+    pub consumer_gather_ms: u64,
 
     /// How often the relay's leader refreshes its backlog and consumer-lag gauges, in
     /// milliseconds.
@@ -658,6 +669,7 @@ impl Settings {
             batch_size: self.projector_batch.max(1),
             ack_wait: Duration::from_millis(self.projector_ack_wait_ms.max(100)),
             heartbeat: Duration::from_millis(self.projector_heartbeat_ms.max(50)),
+            gather: Duration::from_millis(self.consumer_gather_ms),
             ..keh_projections::projector::ProjectorSettings::default()
         }
     }

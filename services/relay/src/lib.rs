@@ -87,7 +87,7 @@ impl Default for RelaySettings {
             max_age: Duration::ZERO,
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
-            gather: Duration::from_millis(3),
+            gather: Duration::from_millis(10),
             leader_retry: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
             redact_private: true,

@@ -31,9 +31,13 @@ pub(crate) struct Append {
 pub(crate) enum Appended {
     /// Committed.
     Committed,
-    /// Not written (the group's statement was refused, or the listing was already in the
-    /// group): commit it alone.
+    /// Not written (the group's statement was refused for another reason than a listing's
+    /// sequence): commit it alone.
     Alone,
+    /// Not written: decided on a state that another append has replaced meanwhile (one
+    /// ahead of it in the same group, or one that took its sequence first). Decide again on
+    /// the stored state; this answer comes only once the append ahead of it is done.
+    Stale,
     /// The connection failed with the outcome unknown (at `COMMIT`, say): the command must
     /// not be tried again blindly; its client retries (with its `Idempotency-Key`).
     Unknown,
@@ -74,37 +78,61 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Request>) {
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
-        // A listing once per transaction: a second append of one (decided on the same
-        // state, so bound to conflict) goes back to its command at once.
+        // A listing once per transaction: a second append of one was decided on the same
+        // state as the first, so it is stale once the first is written (it is told so
+        // after the write, and decides again on the stored state; sent to commit alone at
+        // once, it would race the group, and where it won the whole group failed).
         let mut listings = HashSet::new();
         let mut group = Vec::with_capacity(batch.len());
+        let mut stale = Vec::new();
         for request in batch {
             if listings.insert(request.append.listing_key.clone()) {
                 group.push(request);
             } else {
-                let _ = request.done.send(Appended::Alone);
+                stale.push(request);
             }
         }
-        let outcome = match write(&pool, &group).await {
-            Ok(()) => Appended::Committed,
-            // The statement was refused: nothing was written.
-            Err(Failure::Refused(error)) => {
-                tracing::debug!(%error, appends = group.len(), "group append refused; each command commits alone");
-                Appended::Alone
-            }
-            Err(Failure::Unknown(error)) => {
-                tracing::warn!(%error, appends = group.len(), "group append failed with its outcome unknown");
-                Appended::Unknown
+        // An append whose sequence another writer took is stale: the group is written
+        // again without it (the others are still good).
+        let outcome = loop {
+            match write(&pool, &group).await {
+                Ok(()) => break Appended::Committed,
+                Err(Failure::Taken(key)) => {
+                    tracing::debug!(listing = %key, "an append of the group was stale; writing the others again");
+                    let (taken, rest): (Vec<Request>, Vec<Request>) = group
+                        .into_iter()
+                        .partition(|request| request.append.listing_key == key);
+                    stale.extend(taken);
+                    group = rest;
+                    if group.is_empty() {
+                        break Appended::Committed;
+                    }
+                }
+                // The statement was refused: nothing was written.
+                Err(Failure::Refused(error)) => {
+                    tracing::debug!(%error, appends = group.len(), "group append refused; each command commits alone");
+                    break Appended::Alone;
+                }
+                Err(Failure::Unknown(error)) => {
+                    tracing::warn!(%error, appends = group.len(), "group append failed with its outcome unknown");
+                    break Appended::Unknown;
+                }
             }
         };
         for request in group {
             let _ = request.done.send(outcome);
+        }
+        for request in stale {
+            let _ = request.done.send(Appended::Stale);
         }
     }
 }
 
 /// Why a group was not written.
 enum Failure {
+    /// Nothing was written: this listing's next sequence was already taken (by another
+    /// writer, or a replica); that one append is stale.
+    Taken(String),
     /// Before anything could be committed: the database refused the statement (a unique
     /// key, the trigger), or a value could not be encoded.
     Refused(sqlx::Error),
@@ -115,7 +143,8 @@ enum Failure {
 /// Writes every row of `group` in one transaction (one statement).
 async fn write(pool: &PgPool, group: &[Request]) -> Result<(), Failure> {
     let refused = |e: sqlx::Error| match e {
-        sqlx::Error::Database(_) | sqlx::Error::Encode(_) => Failure::Refused(e),
+        sqlx::Error::Database(_) => taken(&e, group).map_or(Failure::Refused(e), Failure::Taken),
+        sqlx::Error::Encode(_) => Failure::Refused(e),
         other => Failure::Unknown(other),
     };
     let rows: usize = group.iter().map(|r| r.append.events.len()).sum();
@@ -166,4 +195,26 @@ async fn write(pool: &PgPool, group: &[Request]) -> Result<(), Failure> {
     .await
     .map(|_| ())
     .map_err(refused)
+}
+
+/// The listing of `group` whose sequence `error` says was taken: a unique violation of the
+/// events' primary key, whose detail names the key (`Key (aggregate_type, aggregate_id,
+/// sequence)=(Listing, {key}, {n}) already exists.`), matched against the group's listings
+/// rather than parsed, as a key may hold commas.
+fn taken(error: &sqlx::Error, group: &[Request]) -> Option<String> {
+    let sqlx::Error::Database(database) = error else {
+        return None;
+    };
+    if database.constraint() != Some("events_pkey") {
+        return None;
+    }
+    let detail = database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .detail()?;
+    let mut named = group
+        .iter()
+        .map(|r| &r.append.listing_key)
+        .filter(|key| detail.contains(&format!("=(Listing, {key}, ")));
+    let key = named.next()?;
+    named.next().is_none().then(|| key.clone())
 }

@@ -116,6 +116,10 @@ struct Cached {
     snapshot: Option<usize>,
 }
 
+/// How many times a command is decided on a freshly loaded state while concurrent appends
+/// keep taking the listing's next sequence first (then it is a 409).
+const DECISIONS: u32 = 3;
+
 /// The most listings the cache keeps (a few KiB each).
 const CACHE_ENTRIES: usize = 10_000;
 
@@ -201,15 +205,33 @@ impl Store {
                 }
             }
         }
-        let load = keh_platform::metrics::db_timer("event_store.load");
-        let context = self
-            .events
-            .load_aggregate(listing_key)
-            .await
-            .map_err(map_error)?;
-        drop(load);
-        self.decide_and_append(context, command, metadata, expected_versions, access)
-            .await
+        // Decided on the stored state; if another append took the listing's next sequence
+        // first, decided again on the state it left (as if this command had come after it):
+        // a command without `If-Match` applies to the current state, and one with it is
+        // checked against it.
+        let mut attempt = 1;
+        loop {
+            let load = keh_platform::metrics::db_timer("event_store.load");
+            let context = self
+                .events
+                .load_aggregate(listing_key)
+                .await
+                .map_err(map_error)?;
+            drop(load);
+            match self
+                .decide_and_append(
+                    context,
+                    command.clone(),
+                    metadata,
+                    expected_versions,
+                    access,
+                )
+                .await
+            {
+                Err(ExecuteError::Conflict) if attempt < DECISIONS => attempt += 1,
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn decide_and_append(
@@ -283,6 +305,10 @@ impl Store {
                 return Err(ExecuteError::Unavailable(
                     "the event store connection failed while committing; the outcome is unknown, retry with the same Idempotency-Key".into(),
                 ));
+            }
+            if grouped == crate::append::Appended::Stale {
+                self.with_cache(|cache| cache.remove(&key));
+                return Err(ExecuteError::Conflict);
             }
             if grouped == crate::append::Appended::Alone {
                 self.events

@@ -489,6 +489,67 @@ async fn replicas_that_cached_an_older_state_decide_on_the_stored_one() {
 }
 
 #[tokio::test]
+async fn appends_decided_on_states_another_replica_replaced_are_decided_again_and_the_rest_commit() {
+    // Replica one has every listing cached; replica two then changes half of them, so
+    // one's entries for those are old. One's concurrent changes to all of them share group
+    // transactions: each old one takes a taken sequence, is decided again on the stored
+    // state and appended; the others are written without it. Every change is a 200, each
+    // appends exactly one event, and the last price is the one sent.
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let settings = settings(&db, &nats_url(), &id);
+    let one = TestApp::spawn(settings.clone(), Roles::APIS).await;
+    let two = TestApp::spawn(settings, Roles::APIS).await;
+    async fn price(app: &TestApp, key: &str, value: u64) -> Reply {
+        app.send(
+            app.client
+                .post(app.url(&format!("/api/v1/listings/{key}/price")))
+                .json(&json!({"ListPrice": value})),
+        )
+        .await
+    }
+    let mut keys = Vec::new();
+    for _ in 0..16 {
+        let key = one
+            .create_listing(json!({"PropertyType": "Residential", "ListPrice": 100000}))
+            .await;
+        assert_eq!(price(&one, &key, 110_000).await.status, 200);
+        keys.push(key);
+    }
+    for key in keys.iter().step_by(2) {
+        assert_eq!(price(&two, key, 120_000).await.status, 200);
+    }
+    let before = event_count(&db).await;
+    let replies = join_all(
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| price(&one, key, 200_000 + 1_000 * i as u64)),
+    )
+    .await;
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply.status, 200, "listing {i}: {}", reply.body);
+        let version = if i % 2 == 0 { "\"4\"" } else { "\"3\"" };
+        assert_eq!(reply.header("etag"), Some(version), "listing {i}");
+    }
+    assert_eq!(event_count(&db).await, before + 16, "one event per change");
+    let pool = db.pool().await;
+    for (i, key) in keys.iter().enumerate() {
+        let stored: String = sqlx::query_scalar(
+            "SELECT payload::jsonb->'Data'->>'ListPrice' FROM events
+              WHERE aggregate_id = $1 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(key)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_default();
+        assert_eq!(stored, (200_000 + 1_000 * i).to_string(), "listing {i}");
+    }
+    pool.close().await;
+    two.stop().await;
+    one.stop().await;
+}
+
+#[tokio::test]
 async fn concurrent_commands_commit_together_and_one_refusal_costs_the_others_nothing() {
     // Concurrent appends share a transaction (group commit). Two of these creates claim the
     // same ListingId: whichever loses gets its 409, and every other create its 201 — as if
