@@ -312,6 +312,30 @@ try {
     await context.close();
   }
 
+  // ---- Bytes over the wire: files come compressed and, on a reload, revalidate (a 304
+  // without a body each), so a reload costs little more than the data it shows.
+  {
+    const context = await newContext(browser, DESKTOP);
+    const page = await context.newPage();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    let bytes = 0;
+    cdp.on('Network.loadingFinished', (event) => { bytes += event.encodedDataLength; });
+    await page.goto('/#/listings');
+    await page.locator('tbody tr[data-key]').first().waitFor();
+    await page.waitForTimeout(1500);
+    const first = bytes;
+    bytes = 0;
+    await page.reload();
+    await page.locator('tbody tr[data-key]').first().waitFor();
+    await page.waitForTimeout(1500);
+    const reload = bytes;
+    console.log(`# bytes transferred: first load ${first}, reload ${reload}`);
+    check(first < 150_000, `the first load transfers ${first} bytes (< 150 KB: compressed)`);
+    check(reload < 20_000, `a reload transfers ${reload} bytes (< 20 KB: files revalidated)`);
+    await context.close();
+  }
+
   // ---- Keyboard: the navigation and the form controls are reachable and labelled.
   const context = await newContext(browser, DESKTOP);
   const page = await context.newPage();

@@ -486,9 +486,25 @@ pub fn document() -> Value {
                 integer(0, 10_000),
                 "How long to wait for min_version (default 5000)",
             ),
+            param(
+                "If-None-Match",
+                "header",
+                false,
+                json!({"type": "string"}),
+                "ETags the client has (\"N\", W/\"N\", or *): a 304 without a body if the listing is at one of them",
+            ),
         ],
         None,
-        vec![(200, listing_answer(&listing, "The listing"))],
+        vec![
+            (200, listing_answer(&listing, "The listing")),
+            (
+                304,
+                json!({
+                    "description": "The client's copy (If-None-Match) is current: no body",
+                    "headers": {"ETag": {"schema": {"type": "string"}, "description": "\"N\": the listing's version"}},
+                }),
+            ),
+        ],
         &[403, 404],
     );
     let history = json!({

@@ -15,6 +15,7 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -182,6 +183,20 @@ async fn sanitize_request_id(mut request: Request) -> Request {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Whether a request's `If-None-Match` names `etag` (or is `*`): the client has that
+/// representation, and gets a 304 without a body. Comparison is weak (RFC 9110 13.1.2): a
+/// `W/` prefix on either side is ignored.
+pub fn none_match(request: &axum::http::HeaderMap, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
+}
+
 /// Wraps the routers of the roles this process runs with health, metrics, fallbacks and the
 /// common layers. Every error leaving it is `application/problem+json`.
 pub fn app(
@@ -260,6 +275,9 @@ pub fn app(
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal().into_response()
         }))
+        // gzip or br as the client accepts; never the live feed (its events must not wait
+        // in a compressor's buffer), images or tiny bodies (tower-http's default predicate).
+        .layer(CompressionLayer::new())
         .layer(tower::util::option_layer(cors))
         .layer(
             TraceLayer::new_for_http()

@@ -175,6 +175,15 @@ fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
     response
 }
 
+/// 304 for a client that has version `version` of the listing.
+fn not_modified(version: i64) -> Response {
+    let mut response = axum::http::StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
 /// A `ListingKey` from the path: 1 to 255 characters, no control characters.
 fn listing_key(raw: &str) -> Result<&str, Problem> {
     keh_events::reso::ShortText::exact(raw)
@@ -201,6 +210,7 @@ async fn read(
     Path(key): Path<String>,
     caller: Caller,
     params: Params,
+    request: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
     listing_key(&key)?;
@@ -249,6 +259,12 @@ async fn read(
         };
         if reached {
             return match row {
+                // The client has this version already (`If-None-Match`): no body.
+                Some((version, _))
+                    if keh_platform::http::none_match(&request, &format!("\"{version}\"")) =>
+                {
+                    Ok(not_modified(version))
+                }
                 Some((version, state)) => Ok(with_etag(state, version, &caller)),
                 None => Err(no_listing(&key)),
             };

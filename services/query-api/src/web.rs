@@ -6,65 +6,31 @@
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use keh_platform::Problem;
 
-macro_rules! web {
-    ($path:literal) => {
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/", $path))
-    };
+/// An embedded file and its entity tag (a digest computed at build time).
+struct Embedded {
+    body: &'static str,
+    etag: &'static str,
 }
 
-const INDEX: &str = web!("index.html");
-const DOCS: &str = web!("docs.html");
-
-/// `/assets/{name}` → (content, media type).
-const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.js", web!("src/app.js"), JS),
-    ("api.js", web!("src/api.js"), JS),
-    ("dom.js", web!("src/dom.js"), JS),
-    ("reso.js", web!("src/reso.js"), JS),
-    ("live.js", web!("src/live.js"), JS),
-    ("signin.js", web!("src/signin.js"), JS),
-    ("listings.js", web!("src/listings.js"), JS),
-    ("detail.js", web!("src/detail.js"), JS),
-    ("market.js", web!("src/market.js"), JS),
-    ("activity.js", web!("src/activity.js"), JS),
-    (
-        "style.css",
-        web!("src/style.css"),
-        "text/css; charset=utf-8",
-    ),
-    ("favicon.svg", web!("src/favicon.svg"), "image/svg+xml"),
-    ("docs.js", web!("src/docs.js"), JS),
-    (
-        "vendor/chart.umd.min.js",
-        web!("node_modules/chart.js/dist/chart.umd.min.js"),
-        JS,
-    ),
-    (
-        "vendor/swagger-ui-bundle.js",
-        web!("node_modules/swagger-ui-dist/swagger-ui-bundle.js"),
-        JS,
-    ),
-    (
-        "vendor/swagger-ui.css",
-        web!("node_modules/swagger-ui-dist/swagger-ui.css"),
-        "text/css; charset=utf-8",
-    ),
-];
-
-const JS: &str = "text/javascript; charset=utf-8";
+// `INDEX`, `DOCS` and `ASSETS` (`/assets/{name}` → file, media type), made by build.rs.
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-fn page(body: &'static str, media_type: &'static str) -> Response {
-    let headers: [(HeaderName, HeaderValue); 6] = [
+/// `file` with the dashboard's security headers; a 304 without a body when the browser
+/// already has it (`If-None-Match` names its tag). Browsers revalidate every time
+/// (`no-cache`), so a new release is picked up on the next load.
+fn page(file: &Embedded, media_type: &'static str, request: &HeaderMap) -> Response {
+    let headers: [(HeaderName, HeaderValue); 7] = [
         (header::CONTENT_TYPE, HeaderValue::from_static(media_type)),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::ETAG, HeaderValue::from_static(file.etag)),
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -79,23 +45,26 @@ fn page(body: &'static str, media_type: &'static str) -> Response {
             HeaderValue::from_static("no-referrer"),
         ),
     ];
-    (headers, body).into_response()
+    if keh_platform::http::none_match(request, file.etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, file.body).into_response()
 }
 
-async fn index() -> Response {
-    page(INDEX, "text/html; charset=utf-8")
+async fn index(request: HeaderMap) -> Response {
+    page(&INDEX, "text/html; charset=utf-8", &request)
 }
 
 /// `/api/v1/docs`: the browsable API documentation.
-async fn docs() -> Response {
-    page(DOCS, "text/html; charset=utf-8")
+async fn docs(request: HeaderMap) -> Response {
+    page(&DOCS, "text/html; charset=utf-8", &request)
 }
 
-async fn asset(Path(name): Path<String>) -> Result<Response, Problem> {
+async fn asset(Path(name): Path<String>, request: HeaderMap) -> Result<Response, Problem> {
     ASSETS
         .iter()
         .find(|(n, _, _)| *n == name)
-        .map(|(_, body, media_type)| page(body, media_type))
+        .map(|(_, file, media_type)| page(file, media_type, &request))
         .ok_or_else(|| Problem::not_found(format!("no dashboard asset {name}")))
 }
 

@@ -489,7 +489,8 @@ async fn replicas_that_cached_an_older_state_decide_on_the_stored_one() {
 }
 
 #[tokio::test]
-async fn appends_decided_on_states_another_replica_replaced_are_decided_again_and_the_rest_commit() {
+async fn appends_decided_on_states_another_replica_replaced_are_decided_again_and_the_rest_commit()
+{
     // Replica one has every listing cached; replica two then changes half of them, so
     // one's entries for those are old. One's concurrent changes to all of them share group
     // transactions: each old one takes a taken sequence, is decided again on the stored

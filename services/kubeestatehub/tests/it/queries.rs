@@ -917,3 +917,135 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     writer.stop().await;
     delete_stream(&nats_url(), &settings.stream).await;
 }
+
+#[tokio::test]
+async fn clients_revalidate_without_bodies_and_get_compressed_answers() {
+    // A listing the client has (If-None-Match names its version) is a 304 without a body,
+    // until it changes; dashboard files carry build-time tags and revalidate the same way;
+    // JSON and files are gzip or br as the client accepts, the live feed never.
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+    let key = app.create_listing(listing(1, "Springfield")).await;
+    let get = |path: String, tag: Option<&str>| {
+        let mut request = app.client.get(app.url(&path));
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
+        }
+        request.send()
+    };
+    let first = get(format!("/api/v1/listings/{key}?min_version=1"), None)
+        .await
+        .expect("get");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["etag"], "\"1\"");
+    for tag in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+        let again = get(format!("/api/v1/listings/{key}"), Some(tag))
+            .await
+            .expect("get");
+        assert_eq!(again.status(), 304, "If-None-Match: {tag}");
+        assert_eq!(again.headers()["etag"], "\"1\"");
+        assert!(
+            again.bytes().await.expect("body").is_empty(),
+            "a 304 has no body"
+        );
+    }
+    let other = get(format!("/api/v1/listings/{key}"), Some("\"2\""))
+        .await
+        .expect("get");
+    assert_eq!(other.status(), 200, "another version than the client's");
+    let changed = app
+        .post(
+            &format!("/api/v1/listings/{key}/price"),
+            &json!({"ListPrice": 123456}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let newer = get(
+        format!("/api/v1/listings/{key}?min_version=2"),
+        Some("\"1\""),
+    )
+    .await
+    .expect("get");
+    assert_eq!(
+        newer.status(),
+        200,
+        "the listing changed since the client's copy"
+    );
+    assert_eq!(newer.headers()["etag"], "\"2\"");
+
+    // Dashboard files: a tag each, a 304 for the tag the client has.
+    for path in ["/", "/assets/app.js", "/assets/vendor/chart.umd.min.js"] {
+        let file = get(path.to_owned(), None).await.expect("file");
+        assert_eq!(file.status(), 200, "{path}");
+        let tag = file.headers()["etag"].to_str().expect("tag").to_owned();
+        assert!(
+            tag.len() == 34 && tag.starts_with('"'),
+            "{path}: strong tag {tag}"
+        );
+        let again = get(path.to_owned(), Some(&tag)).await.expect("file");
+        assert_eq!(again.status(), 304, "{path}");
+        assert!(again.bytes().await.expect("body").is_empty());
+        let stale = get(path.to_owned(), Some("\"0123\"")).await.expect("file");
+        assert_eq!(stale.status(), 200, "{path} with an old tag");
+    }
+
+    // Compression as accepted.
+    for (accept, expected) in [
+        ("gzip", Some("gzip")),
+        ("br", Some("br")),
+        ("identity", None),
+    ] {
+        for path in [
+            "/api/v1/listings?limit=5",
+            "/assets/vendor/chart.umd.min.js",
+        ] {
+            let response = app
+                .client
+                .get(app.url(path))
+                .header("accept-encoding", accept)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response
+                    .headers()
+                    .get("content-encoding")
+                    .and_then(|v| v.to_str().ok()),
+                expected,
+                "{path} with Accept-Encoding: {accept}"
+            );
+        }
+    }
+    let chart = app
+        .client
+        .get(app.url("/assets/vendor/chart.umd.min.js"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(
+        chart.len() < 100_000,
+        "Chart.js compressed: {} bytes",
+        chart.len()
+    );
+    let feed = app
+        .client
+        .get(app.url("/api/v1/listing-events"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .expect("feed");
+    assert_eq!(feed.status(), 200);
+    assert!(
+        feed.headers().get("content-encoding").is_none(),
+        "the live feed is never compressed"
+    );
+    drop(feed);
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
