@@ -1,6 +1,8 @@
 //! The dashboard (`web/`): plain ES modules and a stylesheet, and Chart.js from its npm
 //! package, embedded in the binary so the dashboard needs no network beyond the platform;
-//! and the API docs page (Swagger UI, from its npm package).
+//! and the API docs page (Swagger UI, from its npm package). Files are served under
+//! content-hashed names given at build time (`build.rs`) and kept by browsers for ever;
+//! the pages are revalidated by entity tag on every load.
 //! Served with a strict Content-Security-Policy: scripts and styles only from here, no
 //! inline script, nothing framed.
 
@@ -17,19 +19,37 @@ struct Embedded {
     etag: &'static str,
 }
 
-// `INDEX`, `DOCS` and `ASSETS` (`/assets/{name}` → file, media type), made by build.rs.
+/// A file under `/assets/`: by its content-hashed name (kept for ever by browsers), or by
+/// its plain name (revalidated on every use, for links from before a release).
+struct Asset {
+    name: &'static str,
+    hashed: &'static str,
+    file: Embedded,
+    media_type: &'static str,
+}
+
+// `INDEX`, `DOCS` (referring to hashed names) and `ASSETS`, made by build.rs.
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+/// A file whose name changes with its content may be kept for ever.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// A file whose name stays: revalidated on every use (a 304 when unchanged).
+const REVALIDATE: &str = "no-cache";
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// `file` with the dashboard's security headers; a 304 without a body when the browser
-/// already has it (`If-None-Match` names its tag). Browsers revalidate every time
-/// (`no-cache`), so a new release is picked up on the next load.
-fn page(file: &Embedded, media_type: &'static str, request: &HeaderMap) -> Response {
+/// `file` with the dashboard's security headers and `caching`; a 304 without a body when
+/// the browser already has it (`If-None-Match` names its tag).
+fn page(
+    file: &Embedded,
+    media_type: &'static str,
+    caching: &'static str,
+    request: &HeaderMap,
+) -> Response {
     let headers: [(HeaderName, HeaderValue); 7] = [
         (header::CONTENT_TYPE, HeaderValue::from_static(media_type)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::CACHE_CONTROL, HeaderValue::from_static(caching)),
         (header::ETAG, HeaderValue::from_static(file.etag)),
         (
             header::CONTENT_SECURITY_POLICY,
@@ -51,20 +71,24 @@ fn page(file: &Embedded, media_type: &'static str, request: &HeaderMap) -> Respo
     (headers, file.body).into_response()
 }
 
+/// `/`: the dashboard; revalidated on every load, so a new release is picked up at once.
 async fn index(request: HeaderMap) -> Response {
-    page(&INDEX, "text/html; charset=utf-8", &request)
+    page(&INDEX, "text/html; charset=utf-8", REVALIDATE, &request)
 }
 
 /// `/api/v1/docs`: the browsable API documentation.
 async fn docs(request: HeaderMap) -> Response {
-    page(&DOCS, "text/html; charset=utf-8", &request)
+    page(&DOCS, "text/html; charset=utf-8", REVALIDATE, &request)
 }
 
 async fn asset(Path(name): Path<String>, request: HeaderMap) -> Result<Response, Problem> {
+    if let Some(asset) = ASSETS.iter().find(|a| a.hashed == name) {
+        return Ok(page(&asset.file, asset.media_type, IMMUTABLE, &request));
+    }
     ASSETS
         .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, file, media_type)| page(file, media_type, &request))
+        .find(|a| a.name == name)
+        .map(|asset| page(&asset.file, asset.media_type, REVALIDATE, &request))
         .ok_or_else(|| Problem::not_found(format!("no dashboard asset {name}")))
 }
 

@@ -990,6 +990,44 @@ async fn clients_revalidate_without_bodies_and_get_compressed_answers() {
         assert_eq!(stale.status(), 200, "{path} with an old tag");
     }
 
+    // The page refers to content-hashed files, which browsers may keep for ever; the page
+    // itself is revalidated on every load.
+    let page = get("/".to_owned(), None).await.expect("page");
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let html = page.text().await.expect("html");
+    let scripts: Vec<&str> = html
+        .split("src=\"/assets/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(scripts.len(), 2, "{html}");
+    for script in scripts {
+        assert!(
+            script.starts_with("app.") || script.starts_with("vendor/chart.umd.min."),
+            "{script}"
+        );
+        // One more dot than the plain name: the content hash.
+        assert_eq!(
+            script.matches('.').count(),
+            if script.starts_with("app.") { 2 } else { 4 },
+            "{script}"
+        );
+        let file = get(format!("/assets/{script}"), None).await.expect("file");
+        assert_eq!(file.status(), 200, "{script}");
+        assert_eq!(
+            file.headers()["cache-control"],
+            "public, max-age=31536000, immutable",
+            "{script}"
+        );
+        if script.starts_with("app.") {
+            let module = file.text().await.expect("module");
+            assert!(
+                !module.contains("'./api.js'") && module.contains("'./api."),
+                "imports refer to hashed names: {module}"
+            );
+        }
+    }
+
     // Compression as accepted.
     for (accept, expected) in [
         ("gzip", Some("gzip")),
