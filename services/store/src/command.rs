@@ -176,6 +176,15 @@ impl Store {
         expected_versions: Option<&[u64]>,
         access: &Access,
     ) -> Result<Executed, ExecuteError> {
+        let decide = |context| {
+            self.decide_and_append(
+                context,
+                command.clone(),
+                metadata,
+                expected_versions,
+                access,
+            )
+        };
         let cached = self.with_cache(|cache| cache.get(listing_key).cloned());
         if let Some(cached) = cached {
             let context = EventStoreAggregateContext {
@@ -184,16 +193,7 @@ impl Store {
                 current_sequence: cached.sequence,
                 current_snapshot: cached.snapshot,
             };
-            match self
-                .decide_and_append(
-                    context,
-                    command.clone(),
-                    metadata,
-                    expected_versions,
-                    access,
-                )
-                .await
-            {
+            match decide(context).await {
                 Ok(executed) if executed.appended > 0 => return Ok(executed),
                 Err(error @ ExecuteError::Unavailable(_)) => {
                     self.with_cache(|cache| cache.remove(listing_key));
@@ -218,16 +218,7 @@ impl Store {
                 .await
                 .map_err(map_error)?;
             drop(load);
-            match self
-                .decide_and_append(
-                    context,
-                    command.clone(),
-                    metadata,
-                    expected_versions,
-                    access,
-                )
-                .await
-            {
+            match decide(context).await {
                 Err(ExecuteError::Conflict) if attempt < DECISIONS => attempt += 1,
                 outcome => return outcome,
             }
