@@ -43,9 +43,14 @@ const SCHEMA: &str = keh_projections::LIVE_SCHEMA;
 /// Longest a read-your-writes request waits for the projection.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
-/// Shared state of the query API.
+/// Shared state of the query API: cloned for every request (axum's `State`), so one
+/// reference count, not a copy of each part (the NATS client, two strings).
 #[derive(Clone)]
 pub struct QueryApi {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     pool: PgPool,
     jetstream: Option<async_nats::jetstream::Context>,
     stream: String,
@@ -63,11 +68,13 @@ impl QueryApi {
         feed: feed::FeedLimits,
     ) -> Self {
         Self {
-            pool,
-            jetstream: nats.map(async_nats::jetstream::new),
-            stream,
-            layout,
-            feed: Arc::new(feed::FeedGate::new(feed)),
+            shared: Arc::new(Shared {
+                pool,
+                jetstream: nats.map(async_nats::jetstream::new),
+                stream,
+                layout,
+                feed: Arc::new(feed::FeedGate::new(feed)),
+            }),
         }
     }
 
@@ -85,7 +92,7 @@ impl QueryApi {
 
     /// Readiness: the read model answers.
     pub fn health(&self) -> Check {
-        keh_platform::health::postgres(self.pool.clone(), true)
+        keh_platform::health::postgres(self.shared.pool.clone(), true)
     }
 }
 
@@ -240,7 +247,7 @@ async fn read(
             "SELECT version, state FROM {SCHEMA}.listings WHERE listing_key = $1"
         ))
         .bind(&key)
-        .fetch_optional(&api.pool)
+        .fetch_optional(&api.shared.pool)
         .await
         .map_err(|e| database_problem(&e))?;
         drop(timer);
@@ -275,7 +282,7 @@ async fn read(
                 "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
             )
             .bind(&key)
-            .fetch_one(&api.pool)
+            .fetch_one(&api.shared.pool)
             .await
             .map_err(|e| database_problem(&e))?;
             match stored {
@@ -321,7 +328,7 @@ async fn read_as_of(
         "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
     ))
     .bind(key)
-    .fetch_optional(&api.pool)
+    .fetch_optional(&api.shared.pool)
     .await
     .map_err(|e| database_problem(&e))?;
     if current
@@ -330,7 +337,7 @@ async fn read_as_of(
     {
         return Err(no_listing(key));
     }
-    let events = outbox::listing_events(&api.pool, key, 0, None, Some(as_of))
+    let events = outbox::listing_events(&api.shared.pool, key, 0, None, Some(as_of))
         .await
         .map_err(|error| match error {
             outbox::ReadError::Database(e) => database_problem(&e),
@@ -382,7 +389,7 @@ async fn history(
         "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
     ))
     .bind(&key)
-    .fetch_optional(&api.pool)
+    .fetch_optional(&api.shared.pool)
     .await
     .map_err(|e| database_problem(&e))?;
     if current
@@ -397,7 +404,7 @@ async fn history(
            FROM {SCHEMA}.listing_events WHERE listing_key = $1 ORDER BY sequence"
     ))
     .bind(&key)
-    .fetch_all(&api.pool)
+    .fetch_all(&api.shared.pool)
     .await
     .map_err(|e| database_problem(&e))?;
     if rows.is_empty() {
@@ -656,7 +663,7 @@ async fn search(
         .push_bind(limit + 1);
     let rows = query
         .build()
-        .fetch_all(&api.pool)
+        .fetch_all(&api.shared.pool)
         .await
         .map_err(|e| database_problem(&e))?;
 
@@ -681,7 +688,7 @@ async fn search(
         push_visibility(&mut count, &caller);
         let total: i64 = count
             .build_query_scalar()
-            .fetch_one(&api.pool)
+            .fetch_one(&api.shared.pool)
             .await
             .map_err(|e| database_problem(&e))?;
         body["totalCount"] = json!(total);
@@ -825,7 +832,7 @@ async fn open_houses(
         .push_bind(limit);
     let rows = query
         .build()
-        .fetch_all(&api.pool)
+        .fetch_all(&api.shared.pool)
         .await
         .map_err(|e| database_problem(&e))?;
     let items: Vec<Value> = rows
@@ -896,7 +903,7 @@ async fn live_feed(
             .with_field("Last-Event-ID", "invalid-value", "not a feed event id")
         })?),
     };
-    let Some(jetstream) = api.jetstream.clone() else {
+    let Some(jetstream) = api.shared.jetstream.clone() else {
         return Err(Problem::unavailable(
             "the live feed needs NATS, which this process is not connected to",
         ));
@@ -904,12 +911,12 @@ async fn live_feed(
     let filter = match (listing_key, event_type) {
         (Some(key), Some(t)) => format!(
             "{}{}",
-            api.layout.listing_filter(key).trim_end_matches('*'),
+            api.shared.layout.listing_filter(key).trim_end_matches('*'),
             t
         ),
-        (Some(key), None) => api.layout.listing_filter(key),
-        (None, Some(t)) => api.layout.event_type_filter(t),
-        (None, None) => api.layout.all(),
+        (Some(key), None) => api.shared.layout.listing_filter(key),
+        (None, Some(t)) => api.shared.layout.event_type_filter(t),
+        (None, None) => api.shared.layout.all(),
     };
     let deliver_policy = match last_id {
         Some(id) => async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
@@ -928,11 +935,14 @@ async fn live_feed(
         None => async_nats::jetstream::consumer::DeliverPolicy::New,
     };
     // Counted before any work: beyond the limits nothing is read from the stream.
-    let permit = api.feed.admit(&caller)?;
-    let mut stream = jetstream.get_stream(&api.stream).await.map_err(|e| {
-        tracing::warn!(error = %e, "live feed: stream unavailable");
-        Problem::unavailable("the event stream is unavailable; retry later")
-    })?;
+    let permit = api.shared.feed.admit(&caller)?;
+    let mut stream = jetstream
+        .get_stream(&api.shared.stream)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "live feed: stream unavailable");
+            Problem::unavailable("the event stream is unavailable; retry later")
+        })?;
     if let Some(id) = last_id {
         let end = stream
             .info()
@@ -943,7 +953,7 @@ async fn live_feed(
             })?
             .state
             .last_sequence;
-        api.feed.check_replay(&caller, id, end)?;
+        api.shared.feed.check_replay(&caller, id, end)?;
     }
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {

@@ -187,7 +187,7 @@ async fn areas(
         })
         .transpose()?;
     let _timer = keh_platform::metrics::db_timer("market.areas");
-    let items = store::series_list(&api.pool, kind, property_type.as_deref())
+    let items = store::series_list(&api.shared.pool, kind, property_type.as_deref())
         .await
         .map_err(|e| database_problem(&e))?;
     Ok(Json(json!({ "items": items })).into_response())
@@ -212,15 +212,21 @@ async fn series(
     let to = date_param(&params, "to")?;
     check_range(from, to).map_err(query_problem)?;
     let _timer = keh_platform::metrics::db_timer("market.series");
-    if !store::series_exists(&api.pool, &key)
+    if !store::series_exists(&api.shared.pool, &key)
         .await
         .map_err(|e| database_problem(&e))?
     {
         return Err(unknown_series(&key));
     }
-    let items = store::series_rows(&api.pool, &key, grain, from.map(|d| grain.start_of(d)), to)
-        .await
-        .map_err(|e| database_problem(&e))?;
+    let items = store::series_rows(
+        &api.shared.pool,
+        &key,
+        grain,
+        from.map(|d| grain.start_of(d)),
+        to,
+    )
+    .await
+    .map_err(|e| database_problem(&e))?;
     Ok(Json(json!({
         "AreaKind": key.kind.as_str(),
         "Area": key.area,
@@ -247,7 +253,7 @@ async fn summary(
     )
     .map_err(query_problem)?;
     let _timer = keh_platform::metrics::db_timer("market.summary");
-    if !store::series_exists(&api.pool, &key)
+    if !store::series_exists(&api.shared.pool, &key)
         .await
         .map_err(|e| database_problem(&e))?
     {
@@ -265,7 +271,7 @@ async fn summary(
     ] {
         let start = grain.start_of(today);
         let before = grain.start_of(start.pred_opt().unwrap_or(start));
-        let rows = store::series_rows(&api.pool, &key, grain, Some(before), Some(start))
+        let rows = store::series_rows(&api.shared.pool, &key, grain, Some(before), Some(start))
             .await
             .map_err(|e| database_problem(&e))?;
         let pick = |s: NaiveDate| {
@@ -334,7 +340,7 @@ async fn request_report(
     .map_err(body_problem)?;
     let grain = parse_grain(body.period.as_deref()).map_err(body_problem)?;
     check_range(Some(body.from), Some(body.to)).map_err(body_problem)?;
-    if !store::series_exists(&api.pool, &series)
+    if !store::series_exists(&api.shared.pool, &series)
         .await
         .map_err(|e| database_problem(&e))?
     {
@@ -345,7 +351,7 @@ async fn request_report(
         }]));
     }
     let job = reports::request(
-        &api.pool,
+        &api.shared.pool,
         &ReportRequest {
             series,
             grain,
@@ -397,7 +403,7 @@ async fn report_status(
 ) -> Result<Response, Problem> {
     caller.require_read()?;
     let id = parse_id(&id)?;
-    let job = reports::job(&api.pool, id)
+    let job = reports::job(&api.shared.pool, id)
         .await
         .map_err(|e| database_problem(&e))?
         .ok_or_else(|| no_report(id))?;
@@ -406,13 +412,13 @@ async fn report_status(
 
 async fn report_files(api: &QueryApi, raw: &str) -> Result<(Uuid, reports::ReportFiles), Problem> {
     let id = parse_id(raw)?;
-    if let Some(files) = reports::files(&api.pool, id)
+    if let Some(files) = reports::files(&api.shared.pool, id)
         .await
         .map_err(|e| database_problem(&e))?
     {
         return Ok((id, files));
     }
-    let job = reports::job(&api.pool, id)
+    let job = reports::job(&api.shared.pool, id)
         .await
         .map_err(|e| database_problem(&e))?
         .ok_or_else(|| no_report(id))?;
