@@ -461,28 +461,28 @@ impl<A: Applier> Committer<A> {
             while let Ok(next) = queue.try_recv() {
                 waiting.push(next);
             }
-            if waiting.len() == 1 {
-                let Submission { facts, done } = waiting.remove(0);
-                let _ = done.send(self.commit(facts).await);
-                last = tokio::time::Instant::now();
-                continue;
-            }
-            let together: Vec<Fact> = waiting.iter().flat_map(|s| s.facts.clone()).collect();
-            match self.commit(together).await {
-                Ok(()) => {
-                    for submission in waiting {
-                        let _ = submission.done.send(Ok(()));
-                    }
-                }
-                // Something in one batch failed: each batch on its own, so the others
-                // commit and the failing one's worker handles its own failure.
-                Err(_) => {
-                    for Submission { facts, done } in waiting {
-                        let _ = done.send(self.commit(facts).await);
-                    }
-                }
-            }
+            self.commit_waiting(waiting).await;
             last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Commits the batches waiting together, answering each; if that fails, each on its
+    /// own, so the others commit and the failing one's worker handles its own failure.
+    async fn commit_waiting(&self, mut waiting: Vec<Submission>) {
+        if waiting.len() == 1 {
+            let Submission { facts, done } = waiting.remove(0);
+            let _ = done.send(self.commit(facts).await);
+            return;
+        }
+        let together: Vec<Fact> = waiting.iter().flat_map(|s| s.facts.clone()).collect();
+        if self.commit(together).await.is_ok() {
+            for submission in waiting {
+                let _ = submission.done.send(Ok(()));
+            }
+            return;
+        }
+        for Submission { facts, done } in waiting {
+            let _ = done.send(self.commit(facts).await);
         }
     }
 

@@ -174,21 +174,29 @@ fn push_visibility(query: &mut QueryBuilder<'_, sqlx::Postgres>, caller: &Caller
     query.push(")");
 }
 
-fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
-    let mut response = Json(visible(state, caller)).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+/// A listing's entity tag: its version, `"N"` (what commands take back as `If-Match`).
+fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// `response` tagged with the listing's version.
+fn tagged(mut response: Response, version: i64) -> Response {
+    if let Ok(etag) = HeaderValue::from_str(&etag(version)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
 }
 
+fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
+    tagged(Json(visible(state, caller)).into_response(), version)
+}
+
 /// 304 for a client that has version `version` of the listing.
 fn not_modified(version: i64) -> Response {
-    let mut response = axum::http::StatusCode::NOT_MODIFIED.into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
+    tagged(
+        axum::http::StatusCode::NOT_MODIFIED.into_response(),
+        version,
+    )
 }
 
 /// A `ListingKey` from the path: 1 to 255 characters, no control characters.
@@ -267,9 +275,7 @@ async fn read(
         if reached {
             return match row {
                 // The client has this version already (`If-None-Match`): no body.
-                Some((version, _))
-                    if keh_platform::http::none_match(&request, &format!("\"{version}\"")) =>
-                {
+                Some((version, _)) if keh_platform::http::none_match(&request, &etag(version)) => {
                     Ok(not_modified(version))
                 }
                 Some((version, state)) => Ok(with_etag(state, version, &caller)),

@@ -36,6 +36,18 @@ async fn event_count(db: &TestDb) -> i64 {
     count
 }
 
+/// A price change through `app`, with `If-Match: "version"` when one is given.
+async fn price(app: &TestApp, key: &str, value: u64, version: Option<u64>) -> Reply {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/v1/listings/{key}/price")))
+        .json(&json!({"ListPrice": value}));
+    if let Some(version) = version {
+        request = request.header("if-match", format!("\"{version}\""));
+    }
+    app.send(request).await
+}
+
 #[tokio::test]
 async fn create_returns_state_and_is_published_with_the_documented_contract() {
     let db = TestDb::create().await;
@@ -430,16 +442,6 @@ async fn replicas_that_cached_an_older_state_decide_on_the_stored_one() {
     let roles = Roles::APIS;
     let one = TestApp::spawn(settings.clone(), roles).await;
     let two = TestApp::spawn(settings, roles).await;
-    async fn price(app: &TestApp, key: &str, value: u64, version: Option<u64>) -> Reply {
-        let mut request = app
-            .client
-            .post(app.url(&format!("/api/v1/listings/{key}/price")))
-            .json(&json!({"ListPrice": value}));
-        if let Some(version) = version {
-            request = request.header("if-match", format!("\"{version}\""));
-        }
-        app.send(request).await
-    }
     let key = one
         .create_listing(json!({"PropertyType": "Residential", "ListPrice": 100000}))
         .await;
@@ -501,30 +503,22 @@ async fn appends_decided_on_states_another_replica_replaced_are_decided_again_an
     let settings = settings(&db, &nats_url(), &id);
     let one = TestApp::spawn(settings.clone(), Roles::APIS).await;
     let two = TestApp::spawn(settings, Roles::APIS).await;
-    async fn price(app: &TestApp, key: &str, value: u64) -> Reply {
-        app.send(
-            app.client
-                .post(app.url(&format!("/api/v1/listings/{key}/price")))
-                .json(&json!({"ListPrice": value})),
-        )
-        .await
-    }
     let mut keys = Vec::new();
     for _ in 0..16 {
         let key = one
             .create_listing(json!({"PropertyType": "Residential", "ListPrice": 100000}))
             .await;
-        assert_eq!(price(&one, &key, 110_000).await.status, 200);
+        assert_eq!(price(&one, &key, 110_000, None).await.status, 200);
         keys.push(key);
     }
     for key in keys.iter().step_by(2) {
-        assert_eq!(price(&two, key, 120_000).await.status, 200);
+        assert_eq!(price(&two, key, 120_000, None).await.status, 200);
     }
     let before = event_count(&db).await;
     let replies = join_all(
         keys.iter()
             .enumerate()
-            .map(|(i, key)| price(&one, key, 200_000 + 1_000 * i as u64)),
+            .map(|(i, key)| price(&one, key, 200_000 + 1_000 * i as u64, None)),
     )
     .await;
     for (i, reply) in replies.iter().enumerate() {
