@@ -614,9 +614,11 @@ impl Filters {
         }
         if let Some(text) = &self.text {
             query
-                .push(" AND search @@ plainto_tsquery('simple', ")
+                .push(format!(
+                    " AND listing_key IN (SELECT listing_key FROM {SCHEMA}.listing_text WHERE search @@ plainto_tsquery('simple', "
+                ))
                 .push_bind(text.clone())
-                .push(")");
+                .push("))");
         }
         if let Some(since) = self.modified_since {
             query.push(" AND recorded_at >= ").push_bind(since);

@@ -43,7 +43,8 @@ pub(crate) async fn checksum(db: &TestDb) -> (i64, String, String, String) {
 pub(crate) async fn read_model_checksum(pool: &sqlx::PgPool) -> (i64, String, String, String) {
     let row: (i64, Option<String>, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM read_model.listings),
-                (SELECT md5(string_agg(listing_key || ':' || version || ':' || recorded_at || ':' || state::text, ',' ORDER BY listing_key)) FROM read_model.listings),
+                (SELECT md5(string_agg(l.listing_key || ':' || l.version || ':' || l.recorded_at || ':' || l.state::text || ':' || coalesce(t.search::text, 'no text row'), ',' ORDER BY l.listing_key))
+                   FROM read_model.listings l LEFT JOIN read_model.listing_text t USING (listing_key)),
                 (SELECT md5(string_agg(listing_key || ':' || sequence || ':' || event_id || ':' || data::text, ',' ORDER BY listing_key, sequence)) FROM read_model.listing_events),
                 (SELECT md5(coalesce((SELECT string_agg(m::text, ',' ORDER BY m.listing_key, m.media_key) FROM read_model.listing_media m), '')
                          || coalesce((SELECT string_agg(o::text, ',' ORDER BY o.listing_key, o.open_house_key) FROM read_model.listing_open_houses o), '')))",
@@ -152,6 +153,27 @@ async fn commands_become_visible_through_search_get_and_history() {
     assert_eq!(keys_of(&areas), vec![keys[11].clone(), keys[10].clone()]);
     let later = search("modified_since=2099-01-01T00:00:00Z").await;
     assert!(keys_of(&later).is_empty());
+    // The words follow detail edits (the city moved to Shelbyville before the price and
+    // status changes, which leave the text as it is), and only what the listing says now.
+    let moved = search("q=shelbyville").await;
+    assert_eq!(keys_of(&moved), vec![key.clone()], "{}", moved.body);
+    let edited = format!("/api/v1/listings/{}", keys[2]);
+    app.send(
+        app.client
+            .patch(app.url(&edited))
+            .json(&json!({"PublicRemarks": "Sunny courtyard"})),
+    )
+    .await;
+    wait_projected(&app, &keys[2], 2).await;
+    let courtyard = search("q=courtyard").await;
+    assert_eq!(
+        keys_of(&courtyard),
+        vec![keys[2].clone()],
+        "{}",
+        courtyard.body
+    );
+    let lake = search("q=lake&count=true").await;
+    assert_eq!(lake.body["totalCount"], 5, "{}", lake.body);
 
     let history = app
         .send(app.client.get(app.url(&format!("{path}/history"))))
