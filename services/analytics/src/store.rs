@@ -357,7 +357,7 @@ impl Dirty {
 /// Claims up to `limit` dirty series for `lease` and recomputes each in its own
 /// transaction. The appliers never wait for a recomputation: a series marked again
 /// meanwhile keeps its mark (its generation moved) and is recomputed once more. Returns how
-/// many series it claimed.
+/// many series it claimed. Only series whose marks are folded ([`fold_marks`]) are seen.
 pub async fn recompute_dirty(
     pool: &PgPool,
     limit: i64,
@@ -365,7 +365,6 @@ pub async fn recompute_dirty(
     lease: std::time::Duration,
     min_interval: std::time::Duration,
 ) -> Result<usize, AnalyticsError> {
-    fold_marks(pool).await?;
     // A series recomputed less than `min_interval` ago waits (its mark stays and collects
     // further changes): under a steady stream of commands the whole-market series, which
     // holds every listing, would otherwise be recomputed back to back and keep a core busy.

@@ -451,7 +451,8 @@ pub struct Settings {
     pub analytics_batch: usize,
 
     /// How often the analytics worker looks for series to recompute and report jobs to
-    /// build when idle, in milliseconds.
+    /// build when idle, and at most how often a busy one gathers the consumers' dirty marks,
+    /// in milliseconds.
     #[arg(
         long,
         global = true,
