@@ -392,8 +392,9 @@ pub struct Settings {
     pub relay_gather_ms: u64,
 
     /// The least time, in milliseconds, between one transaction of a consumer replica's
-    /// batches (projector, analytics) and the next: under load, fewer and larger
-    /// transactions for at most this much more lag (0: at once).
+    /// batches (the projector's; analytics has `KEH_ANALYTICS_GATHER_MS`) and the next:
+    /// under load, fewer and larger transactions for at most this much more lag (0: at
+    /// once).
     #[arg(
         long,
         global = true,
@@ -449,6 +450,18 @@ pub struct Settings {
         default_value_t = 500
     )]
     pub analytics_batch: usize,
+
+    /// Like `KEH_CONSUMER_GATHER_MS`, for the analytics consumer group alone: market figures
+    /// are recomputed at most every `KEH_ANALYTICS_MIN_RECOMPUTE_INTERVAL_MS` anyway, so its
+    /// batches can gather longer (fewer, larger transactions, each listing's facts written
+    /// once per batch) without delaying what anyone sees.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_ANALYTICS_GATHER_MS",
+        default_value_t = 250
+    )]
+    pub analytics_gather_ms: u64,
 
     /// How often the analytics worker looks for series to recompute and report jobs to
     /// build when idle, and at most how often a busy one gathers the consumers' dirty marks,
@@ -681,6 +694,7 @@ impl Settings {
         keh_projections::projector::ProjectorSettings {
             group: "analytics".to_owned(),
             batch_size: self.analytics_batch.max(1),
+            gather: Duration::from_millis(self.analytics_gather_ms),
             ..self.projector()
         }
     }

@@ -221,6 +221,7 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         relay_idle_poll_ms: 200,
         relay_gather_ms: 3,
         consumer_gather_ms: 10,
+        analytics_gather_ms: 10,
         metrics_refresh_ms: 200,
         projector_batch: 100,
         projector_ack_wait_ms: 2_000,
