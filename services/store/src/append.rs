@@ -6,7 +6,8 @@
 //! table's defaults and trigger (event id, global order, idempotency keys, `ListingId`
 //! reservations) run for each of them as they do for postgres-es's own inserts. A listing
 //! appears at most once per transaction. Anything that makes the transaction fail — another
-//! writer got to a sequence first, a taken `ListingId`, the database going away — sends
+//! writer got to a sequence first, a taken `ListingId`, two attempts of one request (one
+//! `Idempotency-Key`, each with its own new listing), the database going away — sends
 //! every append of the batch back to its command, which commits it alone through
 //! postgres-es: so each keeps exactly the outcome (and error) it would have had alone.
 

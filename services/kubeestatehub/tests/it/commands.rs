@@ -274,6 +274,56 @@ async fn an_idempotent_retry_returns_the_first_answer_and_creates_no_event() {
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(event_count(&db).await, 1);
 
+    // Attempts of one create that meet in one group commit (a client retrying while its
+    // dropped first attempt is still queued): each draws a new listing key and, without a
+    // ListingId, only the Idempotency-Key tells them apart, yet one listing is created and
+    // every attempt is answered with it. The group is made to form: while a lock holds the
+    // first append of the appender back, the attempts queue up behind it.
+    let mut anonymous = house();
+    anonymous
+        .as_object_mut()
+        .expect("object")
+        .remove("ListingId");
+    let create_with = |idempotency_key: &'static str| {
+        app.send(
+            app.client
+                .post(app.url("/api/v1/listings"))
+                .header("idempotency-key", idempotency_key)
+                .json(&anonymous),
+        )
+    };
+    let pool = db.pool().await;
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE idempotency_keys IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let held_back = create_with("create-2");
+    let attempts = async {
+        // Behind the one held back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        join_all((0..8).map(|_| create_with("create-3"))).await
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        lock.rollback().await.expect("rollback");
+    };
+    let (held_back, attempts, ()) = tokio::join!(held_back, attempts, release);
+    assert_eq!(held_back.status, 201, "{}", held_back.body);
+    for reply in &attempts {
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(
+            reply.body["ListingKey"], attempts[0].body["ListingKey"],
+            "every attempt answers with the one listing created"
+        );
+    }
+    assert_eq!(
+        event_count(&db).await,
+        3,
+        "the first create, the one held back and one of the eight attempts"
+    );
+    pool.close().await;
+
     // Concurrent retries of one price change: one event, every answer the same.
     let key = first.body["ListingKey"].as_str().expect("key");
     let price = |_| {
@@ -289,7 +339,7 @@ async fn an_idempotent_retry_returns_the_first_answer_and_creates_no_event() {
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["Version"], 2);
     }
-    assert_eq!(event_count(&db).await, 2);
+    assert_eq!(event_count(&db).await, 4);
 
     // The same key for another request is refused.
     let other = app
@@ -305,7 +355,7 @@ async fn an_idempotent_retry_returns_the_first_answer_and_creates_no_event() {
         other.body["type"],
         "/api/v1/problems/idempotency-key-reused"
     );
-    assert_eq!(event_count(&db).await, 2);
+    assert_eq!(event_count(&db).await, 4);
 
     // A refusal is an answer too: the retry gets it again, even once the listing would now
     // accept the command, and nothing is appended.
@@ -333,8 +383,8 @@ async fn an_idempotent_retry_returns_the_first_answer_and_creates_no_event() {
     assert_eq!(retried.header("idempotent-replayed"), Some("true"));
     assert_eq!(
         event_count(&db).await,
-        3,
-        "created, price, pending: the retry appended nothing"
+        5,
+        "three creates, price, pending: the retry appended nothing"
     );
     app.stop().await;
 }
