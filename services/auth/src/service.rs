@@ -528,33 +528,55 @@ impl AuthService {
     /// counted: past [`FREE_SIGN_IN_FAILURES`] each claim pushes the next one back, twice as
     /// far each time, up to [`MAX_SIGN_IN_DELAY`]. Rows of names nobody has failed on for a
     /// day are cleared on the way.
+    ///
+    /// Times are the clock's when the row is claimed (`clock_timestamp()`), not the
+    /// statement's start (`now()`): a claim that queued behind others for the row's lock
+    /// compares the wait they left with the time it gets the row, so a guess that arrived
+    /// within the free ones is not refused for having started before the one ahead of it.
     async fn claim_attempt(&self, key: &str) -> Result<Option<Duration>, Problem> {
-        let wait: Option<f64> = sqlx::query_scalar(
+        let claimed: bool = sqlx::query_scalar(
             "WITH stale AS (
                  DELETE FROM auth.sign_in_failures
                   WHERE last_failure < now() - interval '1 day' AND username_key <> $1),
              claimed AS (
                  INSERT INTO auth.sign_in_failures AS f (username_key, failures, last_failure, blocked_until)
-                 VALUES ($1, 1, now(), now())
+                 VALUES ($1, 1, clock_timestamp(), clock_timestamp())
                  ON CONFLICT (username_key) DO UPDATE SET
                      failures = f.failures + 1,
-                     last_failure = now(),
-                     blocked_until = now() + make_interval(secs =>
+                     last_failure = clock_timestamp(),
+                     blocked_until = clock_timestamp() + make_interval(secs =>
                          CASE WHEN f.failures + 1 > $2
                               THEN least($3, power(2, least(f.failures - $2, 20)))
                               ELSE 0 END)
-                  WHERE f.blocked_until <= now()
+                  WHERE f.blocked_until <= clock_timestamp()
                  RETURNING 1)
-             SELECT EXTRACT(EPOCH FROM blocked_until - now())::float8 FROM auth.sign_in_failures
-              WHERE username_key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)",
+             SELECT EXISTS (SELECT 1 FROM claimed)",
         )
         .bind(key)
         .bind(FREE_SIGN_IN_FAILURES)
         .bind(MAX_SIGN_IN_DELAY.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| database(&e))?;
+        if claimed {
+            return Ok(None);
+        }
+        // Refused: the row is in a wait. How long is read afresh, as the statement above
+        // sees the table as it was when it started, possibly before a concurrent first
+        // failure inserted the row. A row gone meanwhile (its owner signed in) still
+        // refused this attempt: the caller may retry at once.
+        let wait: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM blocked_until - clock_timestamp())::float8
+               FROM auth.sign_in_failures WHERE username_key = $1",
+        )
+        .bind(key)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| database(&e))?;
-        Ok(wait.map(|secs| Duration::from_secs_f64(secs.max(0.0))))
+        Ok(Some(
+            Duration::try_from_secs_f64(wait.unwrap_or_default().max(0.0))
+                .unwrap_or(MAX_SIGN_IN_DELAY),
+        ))
     }
 
     /// Signs a user in: an access token and a new session's refresh token. An account with
