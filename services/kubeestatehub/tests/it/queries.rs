@@ -566,10 +566,44 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
             failures
         })
     };
+    // The indexes and triggers of the read model, as the migrations made them: the rebuild
+    // drops its tables' secondary indexes and search-word triggers for the load and must
+    // put every one back, enabled.
+    let shape = || {
+        let pool = pool.clone();
+        async move {
+            let indexes: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename || ': ' || replace(indexdef, 'read_model.', '') FROM pg_indexes
+                  WHERE schemaname = 'read_model' ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("indexes");
+            let triggers: Vec<String> = sqlx::query_scalar(
+                "SELECT c.relname || '.' || t.tgname || ' ' || t.tgenabled::text FROM pg_trigger t
+                   JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'read_model' AND NOT t.tgisinternal ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("triggers");
+            (indexes, triggers)
+        }
+    };
+    let migrated = shape().await;
+    assert!(
+        migrated.0.len() > 10 && migrated.1.len() >= 2,
+        "{migrated:?}"
+    );
     let rebuilt = keh_projections::rebuild::rebuild(&pool, |_, _| {})
         .await
         .expect("rebuild");
     assert_eq!(rebuilt.listings, 20);
+    assert_eq!(
+        shape().await,
+        migrated,
+        "the rebuilt read model lacks an index or a trigger of the migrated one"
+    );
     // The read-model tables for which `condition` holds.
     let tables_where = |condition: &'static str| {
         let pool = pool.clone();
