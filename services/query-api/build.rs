@@ -58,7 +58,10 @@ const PAGES: &[(&str, &str)] = &[("INDEX", "index.html"), ("DOCS", "docs.html")]
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=../../web/package-lock.json");
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    // Read when the script runs, not when it was compiled: a target directory shared by two
+    // checkouts may run a script compiled for the other one.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
+    let web = Path::new(&manifest).join("../../web");
     install_packages(&web);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("web");
     let _ = std::fs::remove_dir_all(&out);
