@@ -519,31 +519,14 @@ pub async fn recompute_series(
         .map(|grain| (grain, compute::compute(&facts, grain, from, today)))
         .collect();
     drop(facts);
-    for (grain, periods) in computed {
-        bind_key(
-            "DELETE FROM analytics.market_metrics
-              WHERE area_kind = $1 AND area = $2 AND property_type = $3 AND period = $4
-                AND (period_start >= $5 OR period_start < $6)",
-        )
-        .bind(grain.as_str())
-        .bind(grain.start_of(from))
-        .bind(grain.start_of(first))
-        .execute(&mut *connection)
-        .await?;
-        write_metrics(connection, key, grain, &periods).await?;
-    }
-    sqlx::query(
-        "INSERT INTO analytics.series (area_kind, area, property_type, listings, first_date, computed_at)
-         VALUES ($1, $2, $3, $4, $5, now())
-         ON CONFLICT (area_kind, area, property_type) DO UPDATE SET
-             listings = EXCLUDED.listings, first_date = EXCLUDED.first_date, computed_at = now()",
+    write_series(
+        connection,
+        key,
+        &computed,
+        from,
+        first,
+        i32::try_from(listings).unwrap_or(i32::MAX),
     )
-    .bind(key.kind.as_str())
-    .bind(&key.area)
-    .bind(&key.property_type)
-    .bind(i32::try_from(listings).unwrap_or(i32::MAX))
-    .bind(first)
-    .execute(&mut *connection)
     .await?;
     Ok(())
 }
@@ -552,38 +535,88 @@ fn int(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
-async fn write_metrics(
+/// Writes a recomputed series in one statement (one round trip, where a delete and an
+/// insert per grain and the series row took five): every grain's computed periods are
+/// upserted, the periods of the recomputed range (from `from` on, and before the series'
+/// first date) that were not computed again are deleted, and the series row is updated.
+async fn write_series(
     connection: &mut PgConnection,
     key: &SeriesKey,
-    grain: Grain,
-    periods: &[PeriodMetrics],
+    computed: &[(Grain, Vec<PeriodMetrics>)],
+    from: NaiveDate,
+    first: NaiveDate,
+    listings: i32,
 ) -> Result<(), sqlx::Error> {
-    if periods.is_empty() {
-        return Ok(());
-    }
+    let rows = || {
+        computed
+            .iter()
+            .flat_map(|(grain, periods)| periods.iter().map(move |p| (*grain, p)))
+    };
     let column = |f: fn(&PeriodMetrics) -> Option<Decimal>| -> Vec<Option<Decimal>> {
-        periods.iter().map(f).collect()
+        rows().map(|(_, p)| f(p)).collect()
     };
     let count =
-        |f: fn(&PeriodMetrics) -> i64| -> Vec<i32> { periods.iter().map(|p| int(f(p))).collect() };
-    let date =
-        |f: fn(&PeriodMetrics) -> NaiveDate| -> Vec<NaiveDate> { periods.iter().map(f).collect() };
+        |f: fn(&PeriodMetrics) -> i64| -> Vec<i32> { rows().map(|(_, p)| int(f(p))).collect() };
+    let date = |f: fn(&PeriodMetrics) -> NaiveDate| -> Vec<NaiveDate> {
+        rows().map(|(_, p)| f(p)).collect()
+    };
+    let periods: Vec<&str> = rows().map(|(grain, _)| grain.as_str()).collect();
+    let grains: Vec<&str> = computed.iter().map(|(grain, _)| grain.as_str()).collect();
+    let from_starts: Vec<NaiveDate> = computed.iter().map(|(g, _)| g.start_of(from)).collect();
+    let first_starts: Vec<NaiveDate> = computed.iter().map(|(g, _)| g.start_of(first)).collect();
     sqlx::query(
-        "INSERT INTO analytics.market_metrics
-             (area_kind, area, property_type, period, period_start, period_end, as_of,
-              new_listings, active_listings, inventory, pending_sales, home_sales, price_changes,
-              median_list_price, median_list_price_per_sqft, median_sale_price, median_sale_price_per_sqft,
-              median_days_on_market, sale_to_list_ratio, sale_to_original_list_ratio, sold_above_list,
-              price_drops, months_of_supply)
-         SELECT $1, $2, $3, $4, * FROM UNNEST($5::date[], $6::date[], $7::date[],
-              $8::integer[], $9::integer[], $10::integer[], $11::integer[], $12::integer[], $13::integer[],
-              $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[], $18::numeric[], $19::numeric[],
-              $20::numeric[], $21::numeric[], $22::numeric[], $23::numeric[])",
+        "WITH n AS (
+             SELECT * FROM UNNEST($4::text[], $5::date[], $6::date[], $7::date[],
+                  $8::integer[], $9::integer[], $10::integer[], $11::integer[], $12::integer[], $13::integer[],
+                  $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[], $18::numeric[], $19::numeric[],
+                  $20::numeric[], $21::numeric[], $22::numeric[], $23::numeric[])
+               AS n(period, period_start, period_end, as_of,
+                    new_listings, active_listings, inventory, pending_sales, home_sales, price_changes,
+                    median_list_price, median_list_price_per_sqft, median_sale_price, median_sale_price_per_sqft,
+                    median_days_on_market, sale_to_list_ratio, sale_to_original_list_ratio, sold_above_list,
+                    price_drops, months_of_supply)),
+         gone AS (
+             DELETE FROM analytics.market_metrics m
+              USING UNNEST($24::text[], $25::date[], $26::date[]) AS g(period, from_start, first_start)
+              WHERE m.area_kind = $1 AND m.area = $2 AND m.property_type = $3 AND m.period = g.period
+                AND (m.period_start >= g.from_start OR m.period_start < g.first_start)
+                AND NOT EXISTS (SELECT 1 FROM n WHERE n.period = m.period AND n.period_start = m.period_start)),
+         written AS (
+             INSERT INTO analytics.market_metrics
+                  (area_kind, area, property_type, period, period_start, period_end, as_of,
+                   new_listings, active_listings, inventory, pending_sales, home_sales, price_changes,
+                   median_list_price, median_list_price_per_sqft, median_sale_price, median_sale_price_per_sqft,
+                   median_days_on_market, sale_to_list_ratio, sale_to_original_list_ratio, sold_above_list,
+                   price_drops, months_of_supply)
+             SELECT $1, $2, $3, period, period_start, period_end, as_of,
+                    new_listings, active_listings, inventory, pending_sales, home_sales, price_changes,
+                    median_list_price, median_list_price_per_sqft, median_sale_price, median_sale_price_per_sqft,
+                    median_days_on_market, sale_to_list_ratio, sale_to_original_list_ratio, sold_above_list,
+                    price_drops, months_of_supply
+               FROM n
+             ON CONFLICT (area_kind, area, property_type, period, period_start) DO UPDATE SET
+                 period_end = EXCLUDED.period_end, as_of = EXCLUDED.as_of,
+                 new_listings = EXCLUDED.new_listings, active_listings = EXCLUDED.active_listings,
+                 inventory = EXCLUDED.inventory, pending_sales = EXCLUDED.pending_sales,
+                 home_sales = EXCLUDED.home_sales, price_changes = EXCLUDED.price_changes,
+                 median_list_price = EXCLUDED.median_list_price,
+                 median_list_price_per_sqft = EXCLUDED.median_list_price_per_sqft,
+                 median_sale_price = EXCLUDED.median_sale_price,
+                 median_sale_price_per_sqft = EXCLUDED.median_sale_price_per_sqft,
+                 median_days_on_market = EXCLUDED.median_days_on_market,
+                 sale_to_list_ratio = EXCLUDED.sale_to_list_ratio,
+                 sale_to_original_list_ratio = EXCLUDED.sale_to_original_list_ratio,
+                 sold_above_list = EXCLUDED.sold_above_list, price_drops = EXCLUDED.price_drops,
+                 months_of_supply = EXCLUDED.months_of_supply)
+         INSERT INTO analytics.series (area_kind, area, property_type, listings, first_date, computed_at)
+         VALUES ($1, $2, $3, $27, $28, now())
+         ON CONFLICT (area_kind, area, property_type) DO UPDATE SET
+             listings = EXCLUDED.listings, first_date = EXCLUDED.first_date, computed_at = now()",
     )
     .bind(key.kind.as_str())
     .bind(&key.area)
     .bind(&key.property_type)
-    .bind(grain.as_str())
+    .bind(periods)
     .bind(date(|p| p.period_start))
     .bind(date(|p| p.period_end))
     .bind(date(|p| p.as_of))
@@ -603,6 +636,11 @@ async fn write_metrics(
     .bind(column(|p| p.sold_above_list))
     .bind(column(|p| p.price_drops))
     .bind(column(|p| p.months_of_supply))
+    .bind(grains)
+    .bind(from_starts)
+    .bind(first_starts)
+    .bind(listings)
+    .bind(first)
     .execute(&mut *connection)
     .await?;
     Ok(())
