@@ -29,7 +29,7 @@ const OLD: &str = "read_model_old";
 const CHUNK: i64 = 5_000;
 /// Connections applying one chunk at once, each on its own listings (fewer when the pool is
 /// smaller): the replay waits on commits more than on either processor, and at 200,000
-/// listings four of them on two cores replayed 1.4x faster than two (bench/RESULTS.md).
+/// listings four of them on two cores replayed 1.3-1.4x faster than two (bench/RESULTS.md).
 const APPLIERS: usize = 4;
 /// The statement triggers that keep `listing_text` (migration 0011): off during the load,
 /// which fills the table in one statement at the end.
