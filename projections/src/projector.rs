@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use keh_events::EventEnvelope;
 use keh_events::subject::{SubjectLayout, fnv1a32};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
@@ -591,12 +591,21 @@ impl PartitionWorker {
             // latency when idle, large transactions under load. (Taking only what is ready
             // at once, `now_or_never`, stopped at the pull stream's first pending poll, a few
             // dozen messages: with a longer gathering window, the consumers then fell
-            // behind the stream.)
+            // behind the stream.) A message already here is taken without arming a timer.
             while batch.len() < self.batch_size {
-                match tokio::time::timeout(Duration::from_millis(1), messages.next()).await {
-                    Ok(Some(Ok(message))) => batch.push(message),
-                    Ok(Some(Err(error))) => return Err(error.to_string()),
-                    Ok(None) | Err(_) => break,
+                let next = match messages.next().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        let waited =
+                            tokio::time::timeout(Duration::from_millis(1), messages.next()).await;
+                        let Ok(next) = waited else { break };
+                        next
+                    }
+                };
+                match next {
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(error)) => return Err(error.to_string()),
+                    None => break,
                 }
             }
             self.process(batch).await?;
