@@ -50,6 +50,27 @@ where
     }
 }
 
+/// [`eventually`] for a check that also describes what it saw: a failure names the last
+/// observation, so that a failure in CI says which part did not hold.
+pub(crate) async fn eventually_observed<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, String)>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let (holds, seen) = check().await;
+        if holds {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} (after {EVENTUALLY:?}; last seen: {seen})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub(crate) fn admin_url() -> String {
     if let Ok(url) = std::env::var("KEH_TEST_DATABASE_URL") {
         return url;

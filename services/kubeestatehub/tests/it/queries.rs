@@ -928,22 +928,21 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
     let internal = format!("stream=\"{}_INTERNAL\"", settings.stream);
     // The pool's state is exported too.
     assert_eq!(writer.metric("keh_db_pool_max_connections").await, 10.0);
-    assert!(writer.metric_sum("keh_db_pool_connections", "state=").await >= 1.0);
+    let connections = writer.metric_sum("keh_db_pool_connections", "state=").await;
+    assert!(connections >= 1.0, "pool connections: {connections}");
     // So are database operation timings (a process-wide histogram: at least this test's).
-    assert!(
-        writer
-            .metric_sum(
-                "keh_db_operation_duration_seconds_count",
-                "operation=\"event_store.append\""
-            )
-            .await
-            >= 5.0
-    );
+    let appends = writer
+        .metric_sum(
+            "keh_db_operation_duration_seconds_count",
+            "operation=\"event_store.append\"",
+        )
+        .await;
+    assert!(appends >= 5.0, "event_store.append timings: {appends}");
     // Each consumer's gauge is refreshed on its own: wait until every one has seen the five
-    // events (the projector and the analytics worker both behind by 5; the analytics group
-    // may also have the first event to deliver again, if its acknowledgement was still
-    // buffered when that process stopped: it skips it as a duplicate).
-    eventually(
+    // events. Each group may also have the first event to deliver again: a message is
+    // acknowledged after its transaction commits, and a process that stops between the two
+    // leaves it unacknowledged (the next owner skips it as a duplicate).
+    eventually_observed(
         "pending messages of the stopped consumers are exported",
         || async {
             let projector = writer
@@ -955,7 +954,12 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
             let stream = writer
                 .metric_sum("keh_consumer_pending_messages", &internal)
                 .await;
-            projector == 5.0 && (5.0..=6.0).contains(&analytics) && stream == projector + analytics
+            (
+                (5.0..=6.0).contains(&projector)
+                    && (5.0..=6.0).contains(&analytics)
+                    && stream == projector + analytics,
+                format!("projector {projector}, analytics {analytics}, stream {stream}"),
+            )
         },
     )
     .await;
@@ -969,23 +973,22 @@ async fn consumer_lag_on_metrics_grows_while_the_projector_is_stopped_and_drains
         },
     )
     .await;
-    eventually("the projector's lag drains", || async {
-        writer
+    eventually_observed("the projector's lag drains", || async {
+        let pending = writer
             .metric_sum("keh_consumer_pending_messages", "consumer=\"projector-p")
-            .await
-            == 0.0
+            .await;
+        (pending == 0.0, format!("projector pending {pending}"))
     })
     .await;
-    assert!(projector.metric("keh_projection_lag_seconds_count").await >= 1.0);
-    assert!(
-        projector
-            .metric_sum(
-                "keh_db_operation_duration_seconds_count",
-                "operation=\"projector.apply\""
-            )
-            .await
-            >= 1.0
-    );
+    let lag_samples = projector.metric("keh_projection_lag_seconds_count").await;
+    assert!(lag_samples >= 1.0, "projection lag samples: {lag_samples}");
+    let applies = projector
+        .metric_sum(
+            "keh_db_operation_duration_seconds_count",
+            "operation=\"projector.apply\"",
+        )
+        .await;
+    assert!(applies >= 1.0, "projector.apply timings: {applies}");
     projector.stop().await;
     writer.stop().await;
     delete_stream(&nats_url(), &settings.stream).await;
