@@ -394,7 +394,8 @@ pub struct Settings {
     /// The least time, in milliseconds, between one transaction of a consumer replica's
     /// batches (the projector's; analytics has `KEH_ANALYTICS_GATHER_MS`) and the next:
     /// under load, fewer and larger transactions for at most this much more lag (0: at
-    /// once).
+    /// once). A partition's full batch (the consumer is behind) is committed without
+    /// waiting.
     #[arg(
         long,
         global = true,
