@@ -40,32 +40,42 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} (after {within:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    observe_within(what, within, || {
+        let holds = check();
+        async move { (holds.await, String::new()) }
+    })
+    .await;
 }
 
 /// [`eventually`] for a check that also describes what it saw: a failure names the last
 /// observation, so that a failure in CI says which part did not hold.
-pub(crate) async fn eventually_observed<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually_observed<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = (bool, String)>,
 {
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    observe_within(what, EVENTUALLY, check).await;
+}
+
+async fn observe_within<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, String)>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let (holds, seen) = check().await;
         if holds {
             return;
         }
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!("; last seen: {seen}")
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{what} (after {EVENTUALLY:?}; last seen: {seen})"
+            "{what} (after {within:?}{seen})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
