@@ -262,6 +262,7 @@ impl<A: Applier> Projector<A> {
             operation: format!("{}.apply", self.settings.group),
             metrics: self.metrics.clone(),
             gather: self.settings.gather,
+            batch_size: self.settings.batch_size.max(1),
         };
         let committing = tokio::spawn(committer.run(queue));
         self.consume(shutdown, submissions).await;
@@ -434,8 +435,6 @@ async fn stop_all(workers: &mut HashMap<u32, Worker>) {
 /// One batch handed to the committer, and where its outcome goes.
 struct Submission {
     facts: Vec<Fact>,
-    /// The worker's batch was full: its stream is behind, and nothing is gained by waiting.
-    full: bool,
     done: oneshot::Sender<Result<(), ApplyError>>,
 }
 
@@ -449,6 +448,9 @@ struct Committer<A> {
     metrics: ProjectorMetrics,
     /// How long after a transaction's end the next one waits for batches to gather.
     gather: Duration,
+    /// A worker's largest batch: one this full means its stream is behind, and nothing is
+    /// gained by waiting.
+    batch_size: usize,
 }
 
 impl<A: Applier> Committer<A> {
@@ -460,7 +462,7 @@ impl<A: Applier> Committer<A> {
             // transactions); after a pause the first batch goes at once, and so does a full
             // one (catching up, waiting would only cap the rate: 250 ms between
             // transactions held the analytics catch-up to a third).
-            if !first.full {
+            if first.facts.len() < self.batch_size {
                 tokio::time::sleep_until(last + self.gather).await;
             }
             let mut waiting = vec![first];
@@ -476,7 +478,7 @@ impl<A: Applier> Committer<A> {
     /// own, so the others commit and the failing one's worker handles its own failure.
     async fn commit_waiting(&self, mut waiting: Vec<Submission>) {
         if waiting.len() == 1 {
-            let Submission { facts, done, .. } = waiting.remove(0);
+            let Submission { facts, done } = waiting.remove(0);
             let _ = done.send(self.commit(facts).await);
             return;
         }
@@ -487,7 +489,7 @@ impl<A: Applier> Committer<A> {
             }
             return;
         }
-        for Submission { facts, done, .. } in waiting {
+        for Submission { facts, done } in waiting {
             let _ = done.send(self.commit(facts).await);
         }
     }
@@ -709,9 +711,8 @@ impl PartitionWorker {
     async fn apply_committed(&self, facts: Vec<Fact>) -> Result<(), apply::ApplyError> {
         let (done, outcome) = oneshot::channel();
         let closed = || ApplyError::Database(sqlx::Error::PoolClosed);
-        let full = facts.len() >= self.batch_size;
         self.committer
-            .send(Submission { facts, full, done })
+            .send(Submission { facts, done })
             .await
             .map_err(|_| closed())?;
         outcome.await.map_err(|_| closed())?

@@ -519,15 +519,7 @@ pub async fn recompute_series(
         .map(|grain| (grain, compute::compute(&facts, grain, from, today)))
         .collect();
     drop(facts);
-    write_series(
-        connection,
-        key,
-        &computed,
-        from,
-        first,
-        i32::try_from(listings).unwrap_or(i32::MAX),
-    )
-    .await?;
+    write_series(connection, key, &computed, from, first, int(listings)).await?;
     Ok(())
 }
 
