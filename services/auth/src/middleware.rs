@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keh_platform::Problem;
+use keh_http::Problem;
 
 use crate::principal::{Caller, Principal, unauthorized};
 use crate::service::AuthService;

@@ -3,7 +3,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use keh_platform::Problem;
+use keh_http::Problem;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use keh_platform::Problem;
+use keh_http::Problem;
 use rand::RngCore;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -106,7 +106,7 @@ fn database(error: &sqlx::Error) -> Problem {
 }
 
 fn invalid(field: &str, rule: &str, message: impl Into<String>) -> Problem {
-    Problem::validation(vec![keh_platform::FieldError {
+    Problem::validation(vec![keh_http::FieldError {
         field: field.to_owned(),
         rule: rule.to_owned(),
         message: message.into(),

@@ -4,7 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use keh_events::Metadata;
-use keh_platform::Problem;
+use keh_http::Problem;
 use uuid::Uuid;
 
 use keh_auth::Caller;

@@ -8,11 +8,11 @@ use keh_events::listing::{DetailsPatch, ListingDetails, Text2k, double_option};
 use keh_events::reso::{
     MediaCategory, OpenHouseType, Price, PropertyType, Remarks, ShortText, StandardStatus,
 };
+use keh_http::FieldError;
 use keh_listing::command::{
     AddMedia, ChangePrice, ChangeStatus, CreateListing, ReorderMedia, ScheduleOpenHouse,
     UpdateDetails,
 };
-use keh_platform::FieldError;
 use serde::Deserialize;
 
 /// How far in the future an effective timestamp may lie (clock skew between systems).

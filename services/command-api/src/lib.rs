@@ -15,11 +15,11 @@ use axum::routing::{delete, patch, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use keh_events::reso::ShortText;
+use keh_http::json::{json_bytes, parse};
+use keh_http::{FieldError, Problem};
 use keh_listing::command::{CancelOpenHouse, RemoveMedia};
 use keh_listing::{ErrorKind, Listing, ListingCommand};
 use keh_platform::health::Check;
-use keh_platform::json::{json_bytes, parse};
-use keh_platform::{FieldError, Problem};
 use keh_store::{ExecuteError, Store};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -383,7 +383,7 @@ async fn replay_if_known(
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(keh_platform::problem::PROBLEM_JSON),
+            HeaderValue::from_static(keh_http::problem::PROBLEM_JSON),
         );
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(Some(response));

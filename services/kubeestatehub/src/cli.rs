@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::telemetry::LogFormat;
 use clap::{ArgAction, Args, Parser, Subcommand};
-use keh_platform::telemetry::LogFormat;
 
 /// KubeEstateHub: an event-sourced real-estate listings platform.
 ///
@@ -726,7 +726,7 @@ impl Settings {
     }
 
     /// The HTTP settings; fails when the metrics token file cannot be read.
-    pub fn http(&self) -> Result<keh_platform::http::HttpSettings, String> {
+    pub fn http(&self) -> Result<keh_http::HttpSettings, String> {
         let ops_token = match (&self.metrics_token, &self.metrics_token_file) {
             (Some(token), _) => Some(token.expose().to_owned()),
             (None, Some(path)) => Some(
@@ -746,8 +746,8 @@ impl Settings {
                     .to_owned(),
             );
         }
-        let ops_token = ops_token.map(keh_platform::http::OpsToken::new);
-        Ok(keh_platform::http::HttpSettings {
+        let ops_token = ops_token.map(keh_http::OpsToken::new);
+        Ok(keh_http::HttpSettings {
             ops_token,
             body_limit: self.body_limit_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),

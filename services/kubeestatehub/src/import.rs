@@ -15,9 +15,9 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use keh_events::Metadata;
 use keh_events::listing::{DetailsPatch, ListingDetails};
 use keh_events::reso::{Price, PropertyType, ShortText, StandardStatus};
+use keh_http::FieldError;
 use keh_listing::command::{ChangePrice, ChangeStatus, CreateListing, UpdateDetails};
 use keh_listing::{Listing, ListingCommand, lifecycle};
-use keh_platform::FieldError;
 use keh_store::{ExecuteError, Store};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -394,7 +394,7 @@ pub async fn run(
         let row: ImportRow = match serde_json::to_vec(&map)
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
-                keh_platform::json::parse::<ImportRow>(&bytes)
+                keh_http::json::parse::<ImportRow>(&bytes)
                     .map_err(|problem| describe(&problem.errors, &problem.detail))
             }) {
             Ok(row) => row,

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod import;
 pub mod openapi;
 pub mod seed;
+pub mod telemetry;
 
 use cli::{
     Cli, Command, ProjectionsCommand, RebuildTarget, Settings, SigningKeysCommand, UsersCommand,
@@ -86,7 +87,7 @@ impl Roles {
 /// Runs what the command line asks for.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Held until the process ends: dropping it flushes the spans not yet exported.
-    let _telemetry = keh_platform::telemetry::init(
+    let _telemetry = crate::telemetry::init(
         cli.settings.log_format,
         &cli.settings.log,
         &cli.command.service_name(),
@@ -719,10 +720,10 @@ pub async fn start(
         });
     }
 
-    let app = keh_platform::http::app(api, health, registry, &http)?;
+    let app = keh_http::app(api, health, registry, &http)?;
     let token = shutdown.clone();
     tasks.spawn(async move {
-        keh_platform::http::serve(listener, app, token)
+        keh_http::serve(listener, app, token)
             .await
             .context("serving HTTP")
     });

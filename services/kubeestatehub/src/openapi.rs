@@ -13,8 +13,8 @@ use keh_command_api::dto::{
     AddMediaRequest, ChangePriceRequest, ChangeStatusRequest, CreateListingRequest,
     PatchListingRequest, ReorderMediaRequest, ScheduleOpenHouseRequest,
 };
+use keh_http::Problem;
 use keh_listing::ListingState;
-use keh_platform::Problem;
 use keh_query_api::market::ReportBody;
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};

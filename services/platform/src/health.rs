@@ -1,12 +1,9 @@
-//! Health: `/api/v1/health/live` (the process answers), `/api/v1/health/ready` (every
-//! required dependency answers) and `/api/v1/health` (each dependency's status).
+//! Health: the checks of a process's dependencies, and the readiness report they add up to
+//! (served by `keh-http` as `/api/v1/health` and `/api/v1/health/ready`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
@@ -54,8 +51,9 @@ pub struct Health {
     checks: Vec<Check>,
 }
 
+/// One dependency's status in a [`Report`].
 #[derive(Serialize)]
-struct CheckReport {
+pub struct CheckReport {
     name: &'static str,
     status: &'static str,
     required: bool,
@@ -64,10 +62,18 @@ struct CheckReport {
     error: Option<String>,
 }
 
+/// Every check's outcome, and whether the process is ready (`status`: `ready` when every
+/// required dependency answers, else `not-ready`).
 #[derive(Serialize)]
-struct Report {
-    status: &'static str,
-    checks: Vec<CheckReport>,
+pub struct Report {
+    pub status: &'static str,
+    pub checks: Vec<CheckReport>,
+}
+
+impl Report {
+    pub fn is_ready(&self) -> bool {
+        self.status == "ready"
+    }
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,7 +96,8 @@ impl Health {
         self
     }
 
-    async fn run(&self) -> Report {
+    /// Runs every probe at once, each bounded by a timeout.
+    pub async fn run(&self) -> Report {
         let probes = self.checks.iter().map(|check| async move {
             let started = Instant::now();
             let outcome = match tokio::time::timeout(PROBE_TIMEOUT, (check.probe)()).await {
@@ -111,27 +118,5 @@ impl Health {
             status: if ready { "ready" } else { "not-ready" },
             checks,
         }
-    }
-
-    /// `/api/v1/health` and `/api/v1/health/ready`: 200 when every required dependency
-    /// answers, else 503; with `detailed`, every dependency's status, latency and error
-    /// (for operators: it names the platform's dependencies), else only the status.
-    pub async fn report(&self, detailed: bool) -> Response {
-        let report = self.run().await;
-        let status = if report.status == "ready" {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        if detailed {
-            (status, Json(report)).into_response()
-        } else {
-            (status, Json(serde_json::json!({ "status": report.status }))).into_response()
-        }
-    }
-
-    /// `/api/v1/health/live`: the process is serving.
-    pub fn live() -> Response {
-        Json(serde_json::json!({ "status": "live" })).into_response()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use keh_auth::{Caller, Principal};
-use keh_platform::Problem;
+use keh_http::Problem;
 
 /// The limits (`KEH_FEED_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use futures::{Stream, StreamExt};
 use keh_auth::Caller;
 use keh_events::reso::{PropertyType, StandardStatus};
 use keh_events::subject::SubjectLayout;
-use keh_platform::Problem;
+use keh_http::Problem;
 use keh_platform::health::Check;
 use keh_store::outbox;
 use rust_decimal::Decimal;
@@ -275,7 +275,7 @@ async fn read(
         if reached {
             return match row {
                 // The client has this version already (`If-None-Match`): no body.
-                Some((version, _)) if keh_platform::http::none_match(&request, &etag(version)) => {
+                Some((version, _)) if keh_http::none_match(&request, &etag(version)) => {
                     Ok(not_modified(version))
                 }
                 Some((version, state)) => Ok(with_etag(state, version, &caller)),

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
-use keh_platform::Problem;
+use keh_http::Problem;
 use rust_decimal::Decimal;
 
 /// The raw parameters of a request, each at most once.

@@ -11,7 +11,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use keh_platform::Problem;
+use keh_http::Problem;
 
 /// An embedded file and its entity tag (a digest computed at build time).
 struct Embedded {
@@ -65,7 +65,7 @@ fn page(
             HeaderValue::from_static("no-referrer"),
         ),
     ];
-    if keh_platform::http::none_match(request, file.etag) {
+    if keh_http::none_match(request, file.etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     (headers, file.body).into_response()

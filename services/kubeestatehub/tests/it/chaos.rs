@@ -285,7 +285,7 @@ async fn nothing_is_lost_or_duplicated_when_parts_fail_under_load() {
         ("KEH_MIGRATE", "false".to_owned()),
         ("KEH_LOG_FORMAT", "json".to_owned()),
         // Warnings, and the `listening on` line the harness waits for.
-        ("KEH_LOG", "warn,keh_platform::http=info".to_owned()),
+        ("KEH_LOG", "warn,keh_http=info".to_owned()),
         ("KEH_DB_MAX_CONNECTIONS", "8".to_owned()),
         ("KEH_DB_ACQUIRE_TIMEOUT_MS", "2000".to_owned()),
         ("KEH_REQUEST_TIMEOUT_MS", "8000".to_owned()),

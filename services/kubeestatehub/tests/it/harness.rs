@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use keh_platform::telemetry::LogFormat;
 use kubeestatehub::cli::{DatabaseUrl, Settings};
+use kubeestatehub::telemetry::LogFormat;
 use kubeestatehub::{Roles, start};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -339,7 +339,7 @@ impl TestApp {
         // keeps it (a trace pipeline without an exporter, never shut down).
         static TELEMETRY: std::sync::Once = std::sync::Once::new();
         TELEMETRY.call_once(|| {
-            std::mem::forget(keh_platform::telemetry::init(
+            std::mem::forget(kubeestatehub::telemetry::init(
                 settings.log_format,
                 &settings.log,
                 "kubeestatehub-test",

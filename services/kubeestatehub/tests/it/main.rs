@@ -13,6 +13,7 @@ mod commands;
 mod dashboard;
 mod harness;
 mod import;
+mod layering;
 pub(crate) mod manifests;
 pub(crate) mod market;
 mod openapi;

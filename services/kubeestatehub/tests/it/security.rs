@@ -618,7 +618,7 @@ async fn edges_answer_problems_bounded_ids_and_sane_retry_delays() {
 #[test]
 fn a_retry_after_is_never_below_one_second() {
     use axum::response::IntoResponse as _;
-    let mut problem = keh_platform::Problem::from_status(axum::http::StatusCode::TOO_MANY_REQUESTS);
+    let mut problem = keh_http::Problem::from_status(axum::http::StatusCode::TOO_MANY_REQUESTS);
     problem.retry_after_secs = Some(0);
     let response = problem.into_response();
     assert_eq!(response.headers()["retry-after"], "1");

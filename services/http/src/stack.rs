@@ -12,6 +12,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::Registry;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,7 +23,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::health::Health;
+use keh_platform::health::Health;
+
+use crate::health;
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::{Problem, problem_for_plain_errors};
 
@@ -106,11 +109,7 @@ fn ops_allowed(request: &Request, token: Option<&OpsToken>) -> bool {
 
 /// Compares two secrets in time that depends only on their lengths.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0_u8, |diff, (x, y)| diff | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 fn ops_refused() -> axum::response::Response {
@@ -212,7 +211,7 @@ pub fn app(
         let (health, token) = (Arc::clone(&health), token.clone());
         move |request: Request| {
             let (health, token) = (Arc::clone(&health), token.clone());
-            async move { health.report(ops_allowed(&request, token.as_ref())).await }
+            async move { health::report(&health, ops_allowed(&request, token.as_ref())).await }
         }
     };
     let metrics_page = {
@@ -231,7 +230,7 @@ pub fn app(
     let ops = Router::new()
         .route("/api/v1/health", get(report.clone()))
         .route("/api/v1/health/ready", get(report))
-        .route("/api/v1/health/live", get(|| async { Health::live() }))
+        .route("/api/v1/health/live", get(|| async { health::live() }))
         .route("/metrics", get(metrics_page.clone()))
         .route("/api/v1/metrics", get(metrics_page));
     let cors = (!settings.cors_origins.is_empty()).then(|| {
@@ -332,9 +331,9 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     );
     let parent = request
         .headers()
-        .get(crate::telemetry::TRACEPARENT)
+        .get(keh_platform::telemetry::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
-    crate::telemetry::set_parent(&span, parent);
+    keh_platform::telemetry::set_parent(&span, parent);
     span
 }
 
