@@ -193,7 +193,7 @@ pub struct ListingPriceChanged {
     pub price_change_timestamp: DateTime<Utc>,
 }
 
-/// A lifecycle transition (see the status table in README). Dates that the transition sets
+/// A lifecycle transition (see the status table in docs/api.md). Dates that the transition sets
 /// are carried explicitly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "PascalCase")]

@@ -1,7 +1,7 @@
 //! The market metrics of one series (area × property type) over a run of periods, from the
 //! market facts of its listings. Pure: no I/O, no clock (the caller says what "today" is).
 //!
-//! Definitions (README "Market metrics" states them for API users):
+//! Definitions (`docs/market.md` states them for API users):
 //! - a listing is *active* in a period when one of its active spells (Active or Active Under
 //!   Contract, from the day it became active to the day it left, both included) overlaps
 //!   the period up to its as-of date (the period's last day, or today for the period in

@@ -18,7 +18,7 @@ pub struct ListingError {
     pub kind: ErrorKind,
     /// The RESO name of the offending field, when one field is to blame.
     pub field: Option<&'static str>,
-    /// A stable, machine-readable rule name (documented in README).
+    /// A stable, machine-readable rule name (listed in docs/api.md).
     pub rule: &'static str,
     pub message: String,
 }

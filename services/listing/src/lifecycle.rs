@@ -1,4 +1,4 @@
-//! The `StandardStatus` lifecycle (README, "Lifecycle").
+//! The `StandardStatus` lifecycle (docs/api.md, "Lifecycle").
 
 use keh_events::reso::{ChangeType, StandardStatus};
 

@@ -11,6 +11,7 @@ pub(crate) mod bad_input;
 mod chaos;
 mod commands;
 mod dashboard;
+mod docs;
 mod harness;
 mod import;
 mod layering;

@@ -328,7 +328,8 @@ fn custom_resources_match_the_schemas_the_project_keeps_and_the_alerts_are_teste
         .arg(dir.join("rules.test.yaml")));
     assert!(ok, "promtool test rules:\n{out}{errors}");
     let tests = std::fs::read_to_string(dir.join("rules.test.yaml")).expect("tests");
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let runbook =
+        std::fs::read_to_string(repo().join("docs/operations.md")).expect("docs/operations.md");
     for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
         let alert = rule["alert"].as_str().expect("alert");
         assert!(
@@ -336,8 +337,8 @@ fn custom_resources_match_the_schemas_the_project_keeps_and_the_alerts_are_teste
             "{alert} has no promtool test"
         );
         assert!(
-            readme.contains(&format!("**{alert}**")),
-            "{alert} has no runbook entry in README"
+            runbook.contains(&format!("**{alert}**")),
+            "{alert} has no runbook entry in docs/operations.md"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
