@@ -23,7 +23,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use keh_events::EventEnvelope;
 use keh_events::subject::{SubjectLayout, fnv1a32};
@@ -513,6 +517,31 @@ impl<A: Applier> Committer<A> {
     }
 }
 
+/// Why a partition's consumer stopped; [`PartitionWorker::run`] decides from it how to go
+/// on (wait for the stream, or retry with a growing pause).
+#[derive(Debug, thiserror::Error)]
+enum ConsumeError {
+    /// The stream does not exist yet: the relay creates it.
+    #[error("the stream does not exist yet")]
+    NoStream,
+    #[error("JetStream: {0}")]
+    JetStream(#[source] async_nats::Error),
+    #[error("acknowledging a message: {0}")]
+    Ack(#[source] async_nats::Error),
+    #[error("the message stream ended")]
+    Ended,
+    #[error("parking a message: {0}")]
+    Park(#[source] sqlx::Error),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl ConsumeError {
+    fn jetstream(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::JetStream(Box::new(error))
+    }
+}
+
 struct PartitionWorker {
     partition: u32,
     name: String,
@@ -533,7 +562,7 @@ impl PartitionWorker {
             match self.consume(&shutdown).await {
                 Ok(()) => return,
                 // Until the relay has created the stream there is nothing to consume.
-                Err(error) if error.contains("stream not found") => {
+                Err(ConsumeError::NoStream) => {
                     tracing::debug!(
                         partition = self.partition,
                         "waiting for the stream to exist"
@@ -555,12 +584,19 @@ impl PartitionWorker {
         }
     }
 
-    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), String> {
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), ConsumeError> {
         let stream = self
             .jetstream
             .get_stream(&self.stream)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e.kind() {
+                GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    ConsumeError::NoStream
+                }
+                _ => ConsumeError::jetstream(e),
+            })?;
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(
                 &self.name,
@@ -574,13 +610,20 @@ impl PartitionWorker {
                 },
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e.kind() {
+                ConsumerErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    ConsumeError::NoStream
+                }
+                _ => ConsumeError::jetstream(e),
+            })?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
             .messages()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ConsumeError::jetstream)?;
         loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -592,9 +635,9 @@ impl PartitionWorker {
                 next = messages.next() => next,
             };
             let Some(first) = first else {
-                return Err("message stream ended".to_owned());
+                return Err(ConsumeError::Ended);
             };
-            let mut batch = vec![first.map_err(|e| e.to_string())?];
+            let mut batch = vec![first.map_err(ConsumeError::jetstream)?];
             // Take whatever else arrives within a millisecond of the previous one: low
             // latency when idle, large transactions under load. (Taking only what is ready
             // at once, `now_or_never`, stopped at the pull stream's first pending poll, a few
@@ -612,7 +655,7 @@ impl PartitionWorker {
                 };
                 match next {
                     Some(Ok(message)) => batch.push(message),
-                    Some(Err(error)) => return Err(error.to_string()),
+                    Some(Err(error)) => return Err(ConsumeError::jetstream(error)),
                     None => break,
                 }
             }
@@ -621,7 +664,7 @@ impl PartitionWorker {
     }
 
     /// Applies one batch; acknowledges after commit; parks what can never apply.
-    async fn process(&self, batch: Vec<jetstream::Message>) -> Result<(), String> {
+    async fn process(&self, batch: Vec<jetstream::Message>) -> Result<(), ConsumeError> {
         let mut parsed = Vec::with_capacity(batch.len());
         for message in batch {
             match serde_json::from_slice::<EventEnvelope>(&message.payload) {
@@ -642,7 +685,7 @@ impl PartitionWorker {
         match self.apply_committed(facts).await {
             Ok(()) => {
                 for (message, _) in &parsed {
-                    message.ack().await.map_err(|e| e.to_string())?;
+                    message.ack().await.map_err(ConsumeError::Ack)?;
                 }
                 Ok(())
             }
@@ -654,7 +697,7 @@ impl PartitionWorker {
                         .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                         .await;
                 }
-                Err(error.to_string())
+                Err(error.into())
             }
             Err(error) => {
                 // Some event can never apply: one message at a time, so that only its listing
@@ -662,7 +705,7 @@ impl PartitionWorker {
                 tracing::warn!(partition = self.partition, %error, "a batch cannot apply; applying its messages one by one");
                 for (message, fact) in parsed {
                     match self.apply_committed(vec![fact.clone()]).await {
-                        Ok(()) => message.ack().await.map_err(|e| e.to_string())?,
+                        Ok(()) => message.ack().await.map_err(ConsumeError::Ack)?,
                         Err(error) if error.is_permanent() => {
                             let delivered = message.info().map_or(1, |i| i.delivered);
                             if delivered >= MAX_ATTEMPTS {
@@ -677,7 +720,7 @@ impl PartitionWorker {
                             let _ = message
                                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                                 .await;
-                            return Err(error.to_string());
+                            return Err(error.into());
                         }
                     }
                 }
@@ -723,7 +766,7 @@ impl PartitionWorker {
         message: &jetstream::Message,
         fact: Option<&Fact>,
         reason: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConsumeError> {
         let event_id = message
             .headers
             .as_ref()
@@ -744,12 +787,12 @@ impl PartitionWorker {
         .bind(String::from_utf8_lossy(&message.payload).as_ref())
         .execute(&self.pool)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ConsumeError::Park)?;
         self.metrics.parked.inc();
         tracing::error!(consumer = %self.name, %event_id, reason, "parked an unprocessable message");
         message
             .ack_with(AckKind::Term)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(ConsumeError::Ack)
     }
 }
