@@ -17,6 +17,7 @@
 //! **Architecture invariant:** handlers never read `Authorization` themselves; they take
 //! the [`Caller`](principal::Caller) the middleware resolved.
 
+pub mod error;
 pub mod keys;
 pub mod middleware;
 pub mod policy;
@@ -30,6 +31,7 @@ pub mod tokens;
 use std::fmt;
 use std::time::Duration;
 
+pub use error::AuthError;
 pub use principal::{Caller, Principal, Role, Scope};
 pub use service::AuthService;
 

@@ -67,13 +67,16 @@ pub async fn resolve(
     next: Next,
 ) -> Response {
     let authenticated = match credential(request.headers()) {
-        Ok(Some(credential)) => auth.authenticate(&credential).await,
+        Ok(Some(credential)) => auth.authenticate(&credential).await.map_err(Problem::from),
         Ok(None) => match query_credential(&request) {
             None => Ok(Principal::Anonymous),
-            Some(QueryCredential::Ticket(ticket)) => auth.authenticate_ticket(&ticket).await,
+            Some(QueryCredential::Ticket(ticket)) => auth
+                .authenticate_ticket(&ticket)
+                .await
+                .map_err(Problem::from),
             Some(QueryCredential::AccessToken(token)) => {
                 tracing::debug!("live feed opened with ?access_token= (deprecated: use ?ticket=)");
-                auth.authenticate(&token).await
+                auth.authenticate(&token).await.map_err(Problem::from)
             }
         },
         Err(problem) => Err(problem),

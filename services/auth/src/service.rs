@@ -5,18 +5,17 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use keh_http::Problem;
 use rand::RngCore;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::AuthSettings;
+use crate::error::AuthError;
 use crate::keys::{KeyRing, VerifyError};
 use crate::policy;
-use crate::principal::{Principal, Role, Scope, unauthorized};
+use crate::principal::{Principal, Role, Scope};
 use crate::standing::{CHANNEL, Change, PING_EVERY, SILENCE, Standing, Standings};
 use crate::tokens::{self, API_KEY_PREFIX, Audience, Claims, ISSUER};
 
@@ -93,34 +92,44 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
-fn database(error: &sqlx::Error) -> Problem {
+/// A database error: unavailable when the store cannot be reached, else internal (and
+/// logged).
+fn database(error: &sqlx::Error) -> AuthError {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            Problem::unavailable("the user store is unavailable; retry later")
+            AuthError::Unavailable("the user store is unavailable; retry later")
         }
         _ => {
             tracing::error!(%error, "auth query failed");
-            Problem::internal()
+            AuthError::Internal
         }
     }
 }
 
-fn invalid(field: &str, rule: &str, message: impl Into<String>) -> Problem {
-    Problem::validation(vec![keh_http::FieldError {
-        field: field.to_owned(),
-        rule: rule.to_owned(),
+fn invalid(field: &'static str, rule: &'static str, message: impl Into<String>) -> AuthError {
+    AuthError::Invalid {
+        field,
+        rule,
         message: message.into(),
-    }])
+    }
 }
 
-fn check_password(settings: &AuthSettings, password: &str, username: &str) -> Result<(), Problem> {
+fn unauthorized(detail: impl Into<String>) -> AuthError {
+    AuthError::Unauthenticated(detail.into())
+}
+
+fn check_password(
+    settings: &AuthSettings,
+    password: &str,
+    username: &str,
+) -> Result<(), AuthError> {
     settings
         .password_policy
         .check(password, username)
         .map_err(|message| invalid("password", "weak", message))
 }
 
-fn check_key(field: &str, value: Option<&str>) -> Result<(), Problem> {
+fn check_key(field: &'static str, value: Option<&str>) -> Result<(), AuthError> {
     match value {
         Some(v) if v.trim().is_empty() || v.chars().count() > 255 || has_control(v) => {
             Err(invalid(
@@ -138,7 +147,7 @@ fn has_control(value: &str) -> bool {
 }
 
 /// Hashes a password with argon2id, off the async runtime (it is deliberately slow).
-pub async fn hash_password(password: String) -> Result<String, Problem> {
+pub async fn hash_password(password: String) -> Result<String, AuthError> {
     tokio::task::spawn_blocking(move || {
         let mut salt = [0_u8; 16];
         rand::rng().fill_bytes(&mut salt);
@@ -153,7 +162,7 @@ pub async fn hash_password(password: String) -> Result<String, Problem> {
     .and_then(|r| r)
     .map_err(|error| {
         tracing::error!(%error, "password hashing failed");
-        Problem::internal()
+        AuthError::Internal
     })
 }
 
@@ -202,20 +211,6 @@ pub struct AuthService {
     standings: Arc<Standings>,
     /// When the generated keys were last read again for a token naming an unknown key.
     reloaded: Arc<Mutex<Option<Instant>>>,
-}
-
-fn too_soon(wait: Duration) -> Problem {
-    let mut problem = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "sign-in-throttled",
-        "Too Many Requests",
-        "",
-    )
-    .retry_after(wait);
-    let secs = problem.retry_after_secs.unwrap_or(1).max(1);
-    problem.detail =
-        format!("too many failed sign-ins for this account; wait {secs} s before trying again");
-    problem
 }
 
 impl AuthService {
@@ -378,7 +373,7 @@ impl AuthService {
     }
 
     /// The principal behind a bearer credential (an access token or an API key).
-    pub async fn authenticate(&self, credential: &str) -> Result<Principal, Problem> {
+    pub async fn authenticate(&self, credential: &str) -> Result<Principal, AuthError> {
         if credential.starts_with(API_KEY_PREFIX) {
             let row: Option<(Uuid, String, Vec<String>)> = sqlx::query_as(
                 "SELECT key_id, name, scopes FROM auth.api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -399,13 +394,13 @@ impl AuthService {
     }
 
     /// The user behind a live-feed ticket (`?ticket=`).
-    pub async fn authenticate_ticket(&self, ticket: &str) -> Result<Principal, Problem> {
+    pub async fn authenticate_ticket(&self, ticket: &str) -> Result<Principal, AuthError> {
         self.verify(ticket, Audience::Feed).await
     }
 
     /// Checks a token's signature, expiry and audience, then the state behind it: its user
     /// exists and is enabled, its epoch is the user's, its session is open.
-    async fn verify(&self, token: &str, audience: Audience) -> Result<Principal, Problem> {
+    async fn verify(&self, token: &str, audience: Audience) -> Result<Principal, AuthError> {
         let what = match audience {
             Audience::Api => "access token",
             Audience::Feed => "feed ticket",
@@ -463,7 +458,7 @@ impl AuthService {
         role: Role,
         session: Uuid,
         ttl: Duration,
-    ) -> Result<String, Problem> {
+    ) -> Result<String, AuthError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             iss: ISSUER.to_owned(),
@@ -481,13 +476,13 @@ impl AuthService {
         };
         self.keys.sign(&claims).map_err(|error| {
             tracing::error!(%error, "signing a token failed");
-            Problem::unavailable("no signing key is available yet; retry later")
+            AuthError::Unavailable("no signing key is available yet; retry later")
         })
     }
 
     /// A live-feed ticket for a signed-in user: valid for [`FEED_TICKET_TTL`], only for
     /// `GET /api/v1/listing-events?ticket=`, and only while the user's session is.
-    pub fn feed_ticket(&self, principal: &Principal) -> Result<String, Problem> {
+    pub fn feed_ticket(&self, principal: &Principal) -> Result<String, AuthError> {
         let Principal::User {
             user_id,
             username,
@@ -498,10 +493,7 @@ impl AuthService {
             epoch,
         } = principal
         else {
-            return Err(Problem::bad_request(
-                "no-ticket-needed",
-                "tickets are for signed-in users; anonymous callers need none and API keys go in the X-API-Key header",
-            ));
+            return Err(AuthError::NoTicketNeeded);
         };
         let credentials = Credentials {
             user_id: *user_id,
@@ -533,7 +525,7 @@ impl AuthService {
     /// statement's start (`now()`): a claim that queued behind others for the row's lock
     /// compares the wait they left with the time it gets the row, so a guess that arrived
     /// within the free ones is not refused for having started before the one ahead of it.
-    async fn claim_attempt(&self, key: &str) -> Result<Option<Duration>, Problem> {
+    async fn claim_attempt(&self, key: &str) -> Result<Option<Duration>, AuthError> {
         let claimed: bool = sqlx::query_scalar(
             "WITH stale AS (
                  DELETE FROM auth.sign_in_failures
@@ -582,7 +574,7 @@ impl AuthService {
     /// Signs a user in: an access token and a new session's refresh token. An account with
     /// too many recent failures must wait first (429), whichever address the attempts come
     /// from; a success clears its count.
-    pub async fn sign_in(&self, username: &str, password: &str) -> Result<TokenPair, Problem> {
+    pub async fn sign_in(&self, username: &str, password: &str) -> Result<TokenPair, AuthError> {
         let refused = || unauthorized("the username or the password is wrong");
         // No stored username has control characters (and PostgreSQL refuses NUL) or is
         // longer than a username may be: such a name is wrong, and is not counted.
@@ -592,7 +584,7 @@ impl AuthService {
         }
         let key = policy::username_key(username);
         if let Some(wait) = self.claim_attempt(&key).await? {
-            return Err(too_soon(wait));
+            return Err(AuthError::Throttled(wait));
         }
         // An exact spelling first: two names stored before canonical keys existed may share
         // a key, and each must still reach its own account.
@@ -626,7 +618,7 @@ impl AuthService {
 
     /// A new session for a user, without a password: for trusted callers only (the command
     /// line, tests), never reachable over HTTP.
-    pub async fn session_for(&self, user_id: Uuid) -> Result<TokenPair, Problem> {
+    pub async fn session_for(&self, user_id: Uuid) -> Result<TokenPair, AuthError> {
         let credentials: Credentials = sqlx::query_as(
             "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled, token_epoch
                FROM auth.users WHERE user_id = $1",
@@ -635,7 +627,7 @@ impl AuthService {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| database(&e))?
-        .ok_or_else(|| Problem::not_found(format!("no user has id {user_id}")))?;
+        .ok_or_else(|| AuthError::NotFound(format!("no user has id {user_id}")))?;
         let mut connection = self.pool.acquire().await.map_err(|e| database(&e))?;
         self.issue(&mut connection, credentials, Uuid::new_v4())
             .await
@@ -649,8 +641,8 @@ impl AuthService {
         connection: &mut sqlx::PgConnection,
         c: Credentials,
         family_id: Uuid,
-    ) -> Result<TokenPair, Problem> {
-        let role = Role::parse(&c.role).ok_or_else(Problem::internal)?;
+    ) -> Result<TokenPair, AuthError> {
+        let role = Role::parse(&c.role).ok_or(AuthError::Internal)?;
         let access_token =
             self.sign(Audience::Api, &c, role, family_id, self.settings.access_ttl)?;
         let refresh_token = tokens::random_secret();
@@ -690,7 +682,7 @@ impl AuthService {
 
     /// Exchanges a refresh token for a new pair (the old one is revoked: rotation). A token
     /// used after its rotation revokes its whole session, since someone else may hold it.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, Problem> {
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
         let row: Option<Session> = sqlx::query_as(
             "SELECT token_id, family_id, revoked_at, expires_at FROM auth.refresh_tokens
@@ -776,7 +768,7 @@ impl AuthService {
     }
 
     /// Ends a session: its refresh tokens are revoked.
-    pub async fn sign_out(&self, refresh_token: &str) -> Result<(), Problem> {
+    pub async fn sign_out(&self, refresh_token: &str) -> Result<(), AuthError> {
         sqlx::query(
             "UPDATE auth.refresh_tokens SET revoked_at = now()
               WHERE family_id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = $1)
@@ -796,7 +788,7 @@ impl AuthService {
         action: &str,
         target: &str,
         details: serde_json::Value,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), AuthError> {
         sqlx::query(
             "INSERT INTO auth.audit_log (actor, action, target, details) VALUES ($1, $2, $3, $4)",
         )
@@ -811,7 +803,7 @@ impl AuthService {
     }
 
     /// Creates a user (audited as `actor`).
-    pub async fn create_user(&self, actor: &str, new: NewUser) -> Result<User, Problem> {
+    pub async fn create_user(&self, actor: &str, new: NewUser) -> Result<User, AuthError> {
         let name = policy::username(&new.username)
             .map_err(|message| invalid("username", "invalid-value", message))?;
         let username = name.display.clone();
@@ -843,19 +835,7 @@ impl AuthService {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
-        let user = user.ok_or_else(|| {
-            Problem::new(
-                StatusCode::CONFLICT,
-                "user-exists",
-                "Conflict",
-                format!("a user named {username}, or one whose name looks the same, exists"),
-            )
-            .with_field(
-                "username",
-                "exists",
-                "choose another username (case, width and look-alike letters do not make a name different)",
-            )
-        })?;
+        let user = user.ok_or_else(|| AuthError::UserExists(username.clone()))?;
         self.audit(
             &mut tx,
             actor,
@@ -868,7 +848,7 @@ impl AuthService {
         Ok(user)
     }
 
-    pub async fn users(&self) -> Result<Vec<User>, Problem> {
+    pub async fn users(&self) -> Result<Vec<User>, AuthError> {
         sqlx::query_as(
             "SELECT user_id, username, role, agent_key, office_key, disabled, created_at
                FROM auth.users ORDER BY username",
@@ -885,7 +865,7 @@ impl AuthService {
         actor: &str,
         user_id: Uuid,
         change: UserChange,
-    ) -> Result<User, Problem> {
+    ) -> Result<User, AuthError> {
         if let Some(password) = &change.password {
             check_password(&self.settings, password, "")?;
         }
@@ -929,7 +909,7 @@ impl AuthService {
             ),
             _ => database(&error),
         })?;
-        let user = user.ok_or_else(|| Problem::not_found(format!("no user has id {user_id}")))?;
+        let user = user.ok_or_else(|| AuthError::NotFound(format!("no user has id {user_id}")))?;
         if change.disabled == Some(true) || hash.is_some() {
             sqlx::query("UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
                 .bind(user_id)
@@ -962,7 +942,7 @@ impl AuthService {
         created_by: Option<Uuid>,
         name: &str,
         scopes: &[Scope],
-    ) -> Result<(ApiKey, String), Problem> {
+    ) -> Result<(ApiKey, String), AuthError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || has_control(name) {
             return Err(invalid(
@@ -1009,7 +989,7 @@ impl AuthService {
         Ok((created, key))
     }
 
-    pub async fn api_keys(&self) -> Result<Vec<ApiKey>, Problem> {
+    pub async fn api_keys(&self) -> Result<Vec<ApiKey>, AuthError> {
         sqlx::query_as(
             "SELECT key_id, name, prefix, scopes, created_at, revoked_at FROM auth.api_keys ORDER BY created_at",
         )
@@ -1019,7 +999,7 @@ impl AuthService {
     }
 
     /// Revokes an API key (audited); it stops working at once.
-    pub async fn revoke_api_key(&self, actor: &str, key_id: Uuid) -> Result<ApiKey, Problem> {
+    pub async fn revoke_api_key(&self, actor: &str, key_id: Uuid) -> Result<ApiKey, AuthError> {
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
         let key: Option<ApiKey> = sqlx::query_as(
             "UPDATE auth.api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1
@@ -1029,7 +1009,7 @@ impl AuthService {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
-        let key = key.ok_or_else(|| Problem::not_found(format!("no API key has id {key_id}")))?;
+        let key = key.ok_or_else(|| AuthError::NotFound(format!("no API key has id {key_id}")))?;
         self.audit(
             &mut tx,
             actor,
@@ -1043,7 +1023,7 @@ impl AuthService {
     }
 
     /// The latest administrative actions, newest first.
-    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, Problem> {
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, AuthError> {
         sqlx::query_as(
             "SELECT audit_id, at, actor, action, target, details FROM auth.audit_log ORDER BY audit_id DESC LIMIT $1",
         )

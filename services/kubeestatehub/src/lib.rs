@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use keh_auth::AuthError;
 use keh_command_api::CommandApi;
 use keh_events::subject::SubjectLayout;
 use keh_platform::health::Health;
@@ -313,21 +314,12 @@ async fn create_user(settings: &Settings, command: UsersCommand) -> anyhow::Resu
             }
             Ok(())
         }
-        Err(problem) if if_missing && problem.status == axum::http::StatusCode::CONFLICT => {
+        Err(AuthError::UserExists(_)) if if_missing => {
             println!("user {username} exists; nothing changed");
             Ok(())
         }
-        // A validation problem's detail already names its fields.
-        Err(problem) if problem.errors.is_empty() => Err(anyhow::anyhow!(problem.detail)),
-        Err(problem) => Err(anyhow::anyhow!(
-            "{}",
-            problem
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )),
+        // A refused field's message names the field.
+        Err(error) => Err(anyhow::anyhow!(error.to_string())),
     }
 }
 
