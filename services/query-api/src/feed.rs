@@ -1,14 +1,25 @@
-//! What one live-feed client may cost: how many connections it may hold, and, without
+//! The live feed (`GET /api/v1/listing-events`, Server-Sent Events from the JetStream
+//! stream), and what one client may cost: how many connections it may hold, and, without
 //! credentials, how far back it may replay (each replayed event is read from the stream and
 //! sent; a 100-byte request naming `last_event_id=0` would otherwise stream the whole
 //! history).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
 use keh_auth::{Caller, Principal};
 use keh_http::Problem;
+use serde_json::Value;
+
+use crate::QueryApi;
+use crate::params::{Params, invalid};
 
 /// The limits (`KEH_FEED_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +160,155 @@ impl FeedGate {
         }
         Ok(())
     }
+}
+
+/// `GET /api/v1/listing-events`: listing events as Server-Sent Events, from the JetStream
+/// stream. `id` is the stream sequence: a client reconnecting with `Last-Event-ID` resumes
+/// right after the last event it saw, missing and repeating nothing. Filters:
+/// `listing_key`, `event_type`.
+pub(crate) async fn live_feed(
+    State(api): State<QueryApi>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
+    // `ticket` and `access_token` were read by the auth middleware (EventSource cannot send
+    // headers).
+    params.only(&[
+        "listing_key",
+        "event_type",
+        "last_event_id",
+        "ticket",
+        "access_token",
+    ])?;
+    let listing_key = params.text("listing_key")?;
+    let event_type = params.text("event_type")?;
+    if let Some(t) = event_type
+        && !keh_events::ListingEvent::TYPES.contains(&t)
+    {
+        return Err(invalid(
+            "event_type",
+            "invalid-value",
+            &format!(
+                "must be one of {}",
+                keh_events::ListingEvent::TYPES.join(", ")
+            ),
+        ));
+    }
+    let last_id = match headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(params.text("last_event_id")?)
+    {
+        None => None,
+        Some(raw) => Some(raw.trim().parse::<u64>().map_err(|_| {
+            Problem::bad_request(
+                "invalid-last-event-id",
+                "Last-Event-ID must be an id this feed sent",
+            )
+            .with_field("Last-Event-ID", "invalid-value", "not a feed event id")
+        })?),
+    };
+    let Some(jetstream) = api.shared.jetstream.clone() else {
+        return Err(Problem::unavailable(
+            "the live feed needs NATS, which this process is not connected to",
+        ));
+    };
+    let filter = match (listing_key, event_type) {
+        (Some(key), Some(t)) => format!(
+            "{}{}",
+            api.shared.layout.listing_filter(key).trim_end_matches('*'),
+            t
+        ),
+        (Some(key), None) => api.shared.layout.listing_filter(key),
+        (None, Some(t)) => api.shared.layout.event_type_filter(t),
+        (None, None) => api.shared.layout.all(),
+    };
+    let deliver_policy = match last_id {
+        Some(id) => async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: id.checked_add(1).ok_or_else(|| {
+                Problem::bad_request(
+                    "invalid-last-event-id",
+                    "Last-Event-ID must be an id this feed sent",
+                )
+                .with_field(
+                    "Last-Event-ID",
+                    "invalid-value",
+                    "not a feed event id",
+                )
+            })?,
+        },
+        None => async_nats::jetstream::consumer::DeliverPolicy::New,
+    };
+    // Counted before any work: beyond the limits nothing is read from the stream.
+    let permit = api.shared.feed.admit(&caller)?;
+    let mut stream = jetstream
+        .get_stream(&api.shared.stream)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "live feed: stream unavailable");
+            Problem::unavailable("the event stream is unavailable; retry later")
+        })?;
+    if let Some(id) = last_id {
+        let end = stream
+            .info()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "live feed: stream unavailable");
+                Problem::unavailable("the event stream is unavailable; retry later")
+            })?
+            .state
+            .last_sequence;
+        api.shared.feed.check_replay(&caller, id, end)?;
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "live feed: cannot create consumer");
+            Problem::unavailable("the event stream is unavailable; retry later")
+        })?;
+    let messages = consumer.messages().await.map_err(|e| {
+        tracing::warn!(error = %e, "live feed: cannot read");
+        Problem::unavailable("the event stream is unavailable; retry later")
+    })?;
+    Ok(Sse::new(events(messages, permit))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The feed's events; `permit` counts the connection until the client goes.
+fn events(
+    messages: async_nats::jetstream::consumer::pull::Ordered,
+    permit: FeedPermit,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    messages.filter_map(move |message| {
+        let _held = &permit;
+        async move {
+            let message = message
+                .map_err(|e| tracing::warn!(error = %e, "live feed interrupted"))
+                .ok()?;
+            let sequence = message.info().ok()?.stream_sequence;
+            let mut envelope: Value = serde_json::from_slice(&message.payload).ok()?;
+            // The public stream is redacted by the relay; messages published before a
+            // redaction rule existed are redacted here too.
+            keh_events::public::redact_public(&mut envelope);
+            let event_type = envelope
+                .get("EventType")
+                .and_then(Value::as_str)
+                .unwrap_or("message")
+                .to_owned();
+            Some(Ok(Event::default()
+                .id(sequence.to_string())
+                .event(event_type)
+                .data(envelope.to_string())))
+        }
+    })
 }
 
 #[cfg(test)]

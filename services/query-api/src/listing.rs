@@ -1,0 +1,292 @@
+//! One listing: its projected state (with `ETag`, `If-None-Match` and read-your-writes
+//! waits), its state as of an instant (replayed from the event store), and its history.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use keh_auth::Caller;
+use keh_http::Problem;
+use keh_store::outbox;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::params::{Params, invalid};
+use crate::visibility::{hidden_from, may_see_private, visible};
+use crate::{MAX_WAIT, QueryApi, SCHEMA, database_problem};
+
+/// A listing's entity tag: its version, `"N"` (what commands take back as `If-Match`).
+pub(crate) fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// `response` tagged with the listing's version.
+fn tagged(mut response: Response, version: i64) -> Response {
+    if let Ok(etag) = HeaderValue::from_str(&etag(version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
+    tagged(Json(visible(state, caller)).into_response(), version)
+}
+
+/// 304 for a client that has version `version` of the listing.
+fn not_modified(version: i64) -> Response {
+    tagged(
+        axum::http::StatusCode::NOT_MODIFIED.into_response(),
+        version,
+    )
+}
+
+/// A `ListingKey` from the path: 1 to 255 characters, no control characters.
+pub(crate) fn listing_key(raw: &str) -> Result<&str, Problem> {
+    keh_events::reso::ShortText::exact(raw)
+        .map(|_| raw)
+        .map_err(|message| {
+            Problem::bad_request("invalid-path-parameter", format!("ListingKey {message}"))
+                .with_field("ListingKey", "invalid-value", message)
+        })
+}
+
+pub(crate) fn no_listing(key: &str) -> Problem {
+    Problem::not_found(format!("no listing has ListingKey {key}")).with_field(
+        "ListingKey",
+        "not-found",
+        "no such listing",
+    )
+}
+
+/// `GET /api/v1/listings/{key}`: the projected state; `?min_version=N[&wait_ms=…]` waits
+/// (bounded) until the projection has reached the version a command returned;
+/// `?as_of=T` rebuilds the listing from the event store as recorded at instant T.
+pub(crate) async fn read(
+    State(api): State<QueryApi>,
+    Path(key): Path<String>,
+    caller: Caller,
+    params: Params,
+    request: axum::http::HeaderMap,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
+    listing_key(&key)?;
+    params.only(&["as_of", "min_version", "wait_ms"])?;
+    let as_of = params.timestamp("as_of")?;
+    let min_version = params.integer("min_version", 1, i64::MAX)?;
+    let wait = params.integer(
+        "wait_ms",
+        0,
+        i64::try_from(MAX_WAIT.as_millis()).unwrap_or(10_000),
+    )?;
+    if let Some(as_of) = as_of {
+        if min_version.is_some() || wait.is_some() {
+            return Err(invalid(
+                "as_of",
+                "conflict",
+                "cannot be combined with min_version or wait_ms",
+            ));
+        }
+        return read_as_of(&api, &key, as_of, &caller).await;
+    }
+    let wait = Duration::from_millis(u64::try_from(wait.unwrap_or(5_000)).unwrap_or(5_000));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let timer = keh_platform::metrics::db_timer("query.read");
+        let row: Option<(i64, Value)> = sqlx::query_as(&format!(
+            "SELECT version, state FROM {SCHEMA}.listings WHERE listing_key = $1"
+        ))
+        .bind(&key)
+        .fetch_optional(&api.shared.pool)
+        .await
+        .map_err(|e| database_problem(&e))?;
+        drop(timer);
+        // A hidden listing does not exist for this caller: neither its versions nor its
+        // projection's progress are told.
+        if row
+            .as_ref()
+            .is_some_and(|(_, state)| hidden_from(&caller, state))
+        {
+            return Err(no_listing(&key));
+        }
+        let reached = match (&row, min_version) {
+            (_, None) => true,
+            (Some((version, _)), Some(min)) => *version >= min,
+            (None, Some(_)) => false,
+        };
+        if reached {
+            return match row {
+                // The client has this version already (`If-None-Match`): no body.
+                Some((version, _)) if keh_http::none_match(&request, &etag(version)) => {
+                    Ok(not_modified(version))
+                }
+                Some((version, state)) => Ok(with_etag(state, version, &caller)),
+                None => Err(no_listing(&key)),
+            };
+        }
+        if let Some(min) = min_version {
+            // A version the event store does not have either will never be projected.
+            let stored: Option<i64> = sqlx::query_scalar(
+                "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
+            )
+            .bind(&key)
+            .fetch_one(&api.shared.pool)
+            .await
+            .map_err(|e| database_problem(&e))?;
+            match stored {
+                None => return Err(no_listing(&key)),
+                Some(stored) if stored < min => {
+                    return Err(Problem::not_found(format!(
+                        "listing {key} has {stored} versions, not {min}"
+                    ))
+                    .with_field("min_version", "not-found", "no such version"));
+                }
+                Some(_) => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let current = row.map_or(0, |(v, _)| v);
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection-behind",
+                "Projection behind",
+                format!(
+                    "the read model is at version {current} of this listing, not yet {}; retry",
+                    min_version.unwrap_or(0)
+                ),
+            );
+            problem.retry_after_secs = Some(1);
+            problem.current_version = u64::try_from(current).ok();
+            return Err(problem);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn read_as_of(
+    api: &QueryApi,
+    key: &str,
+    as_of: DateTime<Utc>,
+    caller: &Caller,
+) -> Result<Response, Problem> {
+    let _timer = keh_platform::metrics::db_timer("query.as_of");
+    // A listing hidden now (Delete, Incomplete) is hidden at every instant: its past is
+    // its agent's and the administrators' too.
+    let current: Option<Value> = sqlx::query_scalar(&format!(
+        "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&api.shared.pool)
+    .await
+    .map_err(|e| database_problem(&e))?;
+    if current
+        .as_ref()
+        .is_some_and(|state| hidden_from(caller, state))
+    {
+        return Err(no_listing(key));
+    }
+    let events = outbox::listing_events(&api.shared.pool, key, 0, None, Some(as_of))
+        .await
+        .map_err(|error| match error {
+            outbox::ReadError::Database(e) => database_problem(&e),
+            other => {
+                tracing::error!(error = %other, "stored event unreadable");
+                Problem::internal()
+            }
+        })?;
+    let listing = keh_listing::aggregate::replay(events.into_iter().map(|e| e.event));
+    let Some(state) = listing.state() else {
+        return Err(
+            Problem::not_found(format!("listing {key} did not exist at {as_of}")).with_field(
+                "as_of",
+                "not-found",
+                "no listing with this key had been recorded by then",
+            ),
+        );
+    };
+    let value = serde_json::to_value(state).map_err(|_| Problem::internal())?;
+    if hidden_from(caller, &value) {
+        return Err(
+            Problem::not_found(format!("listing {key} did not exist at {as_of}")).with_field(
+                "as_of",
+                "not-found",
+                "no listing with this key had been recorded by then",
+            ),
+        );
+    }
+    Ok(with_etag(
+        value,
+        i64::try_from(listing.version()).unwrap_or(0),
+        caller,
+    ))
+}
+
+/// `GET /api/v1/listings/{key}/history`: every event, oldest first.
+pub(crate) async fn history(
+    State(api): State<QueryApi>,
+    Path(key): Path<String>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
+    listing_key(&key)?;
+    params.only(&[])?;
+    let _timer = keh_platform::metrics::db_timer("query.history");
+    // Private fields in the history are for whoever may see them on the listing today.
+    let current: Option<Value> = sqlx::query_scalar(&format!(
+        "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
+    ))
+    .bind(&key)
+    .fetch_optional(&api.shared.pool)
+    .await
+    .map_err(|e| database_problem(&e))?;
+    if current
+        .as_ref()
+        .is_some_and(|state| hidden_from(&caller, state))
+    {
+        return Err(no_listing(&key));
+    }
+    let private = current.is_some_and(|state| may_see_private(&caller, &state));
+    let rows = sqlx::query(&format!(
+        "SELECT sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data
+           FROM {SCHEMA}.listing_events WHERE listing_key = $1 ORDER BY sequence"
+    ))
+    .bind(&key)
+    .fetch_all(&api.shared.pool)
+    .await
+    .map_err(|e| database_problem(&e))?;
+    if rows.is_empty() {
+        return Err(no_listing(&key));
+    }
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let actor = row.get::<String, _>("actor");
+            let mut data = row.get::<Value, _>("data");
+            keh_events::public::served(&mut data, private);
+            json!({
+                "Sequence": row.get::<i64, _>("sequence"),
+                "EventId": row.get::<uuid_type::Uuid, _>("event_id"),
+                "EventType": row.get::<String, _>("event_type"),
+                "EffectiveAt": row.get::<DateTime<Utc>, _>("effective_at"),
+                "RecordedAt": row.get::<DateTime<Utc>, _>("recorded_at"),
+                // Who acted is for the listing's agent and administrators.
+                "Actor": if private {
+                    actor
+                } else {
+                    keh_events::public::public_actor(&actor).to_owned()
+                },
+                "CorrelationId": row.get::<uuid_type::Uuid, _>("correlation_id"),
+                "Data": data,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "ListingKey": key, "items": items })).into_response())
+}
+
+/// Re-exported so the history row decoding names its UUID type plainly.
+mod uuid_type {
+    pub(crate) use sqlx::types::Uuid;
+}

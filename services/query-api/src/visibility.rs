@@ -1,0 +1,72 @@
+//! Who sees what: private fields for a listing's agent and administrators only, no unsafe
+//! media URL for anyone, and Delete and Incomplete listings answered as if they did not
+//! exist to everyone else.
+
+use keh_auth::Caller;
+use serde_json::Value;
+use sqlx::QueryBuilder;
+
+/// Whether `caller` may see the private fields of the listing whose state is `state`.
+pub(crate) fn may_see_private(caller: &Caller, state: &Value) -> bool {
+    caller.may_see_private(
+        state.get("ListAgentKey").and_then(Value::as_str),
+        state.get("ListOfficeKey").and_then(Value::as_str),
+    )
+}
+
+/// The listing as `caller` may see it: private fields for its agent and administrators
+/// only, and, for everyone, no media URL that is not safe to follow.
+pub(crate) fn visible(mut state: Value, caller: &Caller) -> Value {
+    let private = may_see_private(caller, &state);
+    keh_events::public::served(&mut state, private);
+    state
+}
+
+/// Statuses only a listing's agent and administrators may see: a listing being prepared,
+/// and one taken off the record.
+pub(crate) const HIDDEN_STATUSES: [&str; 2] = ["Delete", "Incomplete"];
+
+/// [`HIDDEN_STATUSES`] as a query parameter.
+pub(crate) fn hidden_statuses() -> Vec<String> {
+    HIDDEN_STATUSES.map(str::to_owned).to_vec()
+}
+
+/// Whether the listing whose state is `state` is hidden from `caller` (answered as if it
+/// did not exist).
+pub(crate) fn hidden_from(caller: &Caller, state: &Value) -> bool {
+    state
+        .get("StandardStatus")
+        .and_then(Value::as_str)
+        .is_some_and(|status| HIDDEN_STATUSES.contains(&status))
+        && !may_see_private(caller, state)
+}
+
+/// Appends the condition that leaves out listings hidden from `caller`.
+pub(crate) fn push_visibility(query: &mut QueryBuilder<'_, sqlx::Postgres>, caller: &Caller) {
+    if caller.is_admin() {
+        return;
+    }
+    query
+        .push(" AND (standard_status <> ALL(")
+        .push_bind(hidden_statuses())
+        .push(")");
+    if let keh_auth::Principal::User {
+        role: keh_auth::Role::Agent,
+        agent_key,
+        office_key,
+        ..
+    } = &caller.principal
+    {
+        if let Some(agent_key) = agent_key {
+            query
+                .push(" OR state->>'ListAgentKey' = ")
+                .push_bind(agent_key.clone());
+        }
+        if let (true, Some(office_key)) = (caller.office_access, office_key) {
+            query
+                .push(" OR state->>'ListOfficeKey' = ")
+                .push_bind(office_key.clone());
+        }
+    }
+    query.push(")");
+}
