@@ -540,6 +540,18 @@ impl ConsumeError {
     fn jetstream(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::JetStream(Box::new(error))
     }
+
+    /// `error`, whose JetStream answer is `cause`: the stream's absence is [`Self::NoStream`].
+    fn from_jetstream(
+        cause: jetstream::Error,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        if cause.error_code() == ErrorCode::STREAM_NOT_FOUND {
+            Self::NoStream
+        } else {
+            Self::jetstream(error)
+        }
+    }
 }
 
 struct PartitionWorker {
@@ -590,11 +602,7 @@ impl PartitionWorker {
             .get_stream(&self.stream)
             .await
             .map_err(|e| match e.kind() {
-                GetStreamErrorKind::JetStream(e)
-                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    ConsumeError::NoStream
-                }
+                GetStreamErrorKind::JetStream(cause) => ConsumeError::from_jetstream(cause, e),
                 _ => ConsumeError::jetstream(e),
             })?;
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
@@ -611,11 +619,7 @@ impl PartitionWorker {
             )
             .await
             .map_err(|e| match e.kind() {
-                ConsumerErrorKind::JetStream(e)
-                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    ConsumeError::NoStream
-                }
+                ConsumerErrorKind::JetStream(cause) => ConsumeError::from_jetstream(cause, e),
                 _ => ConsumeError::jetstream(e),
             })?;
         let mut messages = consumer

@@ -1,0 +1,238 @@
+//! Start-up: every role of a process on one listener, from the same code whether the
+//! process runs one role (Kubernetes) or all of them (`kubeestatehub all`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use keh_command_api::CommandApi;
+use keh_events::subject::SubjectLayout;
+use keh_platform::health::Health;
+use keh_projections::projector::Projector;
+use keh_query_api::QueryApi;
+use keh_relay::Relay;
+use keh_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Roles;
+use crate::cli::Settings;
+use crate::openapi;
+
+/// Starts `roles` on an already-bound listener (tests bind port 0) and runs until
+/// `shutdown` is cancelled, then drains requests and background work.
+pub async fn start(
+    settings: Settings,
+    roles: Roles,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let role_name = roles.name();
+    settings
+        .auth()
+        .check()
+        .map_err(|reason| anyhow::anyhow!("refusing to start: {reason}"))?;
+    let http = settings
+        .http()
+        .map_err(|reason| anyhow::anyhow!("refusing to start: {reason}"))?;
+    let pool = crate::commands::database(&settings, role_name).await?;
+    let registry = Arc::new(prometheus::Registry::new());
+    keh_platform::metrics::PoolMetrics::register(&registry, pool.clone())?;
+    keh_platform::metrics::register_db_metrics(&registry)?;
+    let mut health = Health::default();
+    let mut api = axum::Router::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let database: sqlx::postgres::PgConnectOptions = settings
+        .database_url
+        .expose()
+        .parse()
+        .context("parsing DATABASE_URL")?;
+    let reconnected = Arc::new(AtomicU64::new(0));
+    let nats = if roles.relay || roles.projector || roles.analytics || roles.query_api {
+        Some(
+            keh_relay::connect_nats(
+                &settings.nats_url,
+                &format!("kubeestatehub-{role_name}"),
+                Arc::clone(&reconnected),
+            )
+            .await
+            .context("configuring the NATS client")?,
+        )
+    } else {
+        None
+    };
+
+    if roles.command_api {
+        let store = Arc::new(Store::new(pool.clone(), settings.snapshot_every));
+        let command_api = CommandApi::new(store, settings.media_allow_http);
+        health = health.with(command_api.health());
+        api = api.merge(command_api.router());
+    }
+    let auth = if roles.serves_api() {
+        let auth = keh_auth::AuthService::start(pool.clone(), settings.auth())
+            .await
+            .context("loading the access-token signing keys")?;
+        let watcher = auth.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            watcher.watch(token.cancelled_owned()).await;
+            Ok::<(), anyhow::Error>(())
+        });
+        auth
+    } else {
+        keh_auth::AuthService::new(pool.clone(), settings.auth())
+    };
+    if roles.query_api {
+        let layout = SubjectLayout::new(settings.subject_prefix.clone(), settings.partitions);
+        let query_api = QueryApi::new(
+            pool.clone(),
+            nats.clone(),
+            settings.stream.clone(),
+            layout,
+            keh_query_api::feed::FeedLimits {
+                anonymous_replay: settings.feed_anonymous_replay,
+                max_streams: settings.feed_max_streams.max(1),
+                max_per_caller: settings.feed_max_streams_per_caller.max(1),
+            },
+        );
+        health = health.with(query_api.health());
+        api = api
+            .merge(query_api.router())
+            .merge(keh_auth::routes::router(auth.clone()));
+    }
+    if roles.serves_api() {
+        let document = Arc::new(openapi::document());
+        api = api.route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        );
+    }
+    // Rate limits apply once the caller is known (the auth layer below runs first).
+    let mut address_limit = None;
+    if let Some(limit) = keh_auth::ratelimit::RateLimit::new(
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+        settings.trust_forwarded_for,
+    ) {
+        let idle = Arc::clone(&limit);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return Ok::<(), anyhow::Error>(()),
+                    () = tokio::time::sleep(Duration::from_secs(60)) => idle.forget_idle(),
+                }
+            }
+        });
+        api = api.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&limit),
+            keh_auth::ratelimit::limit_callers,
+        ));
+        address_limit = Some(limit);
+    }
+    // Every API request's caller is resolved once, before any handler runs.
+    let mut api = api.layer(axum::middleware::from_fn_with_state(
+        auth,
+        keh_auth::middleware::resolve,
+    ));
+    // Outermost: per address, so that made-up credentials are limited before being looked up.
+    if let Some(limit) = address_limit {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            limit,
+            keh_auth::ratelimit::limit_addresses,
+        ));
+    }
+    if let (true, Some(nats)) = (roles.relay, nats.clone()) {
+        // Two lanes, each exactly once and in order: the public stream (private fields
+        // removed) for outside subscribers and the live feed, the internal one (everything)
+        // for the platform's consumers. Each has its own leader, checkpoint and reconcile.
+        for (index, lane) in [settings.relay(), settings.relay_internal()]
+            .into_iter()
+            .enumerate()
+        {
+            let relay = Relay::new(
+                lane,
+                database.clone(),
+                pool.clone(),
+                nats.clone(),
+                Arc::clone(&reconnected),
+                &registry,
+            )?;
+            // Alone, the relay is ready when NATS is; next to the APIs, NATS being down must
+            // not take them out of service (the relay catches up when NATS returns).
+            if index == 0 {
+                health = health.with(relay.health(!roles.serves_api()));
+            }
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                relay.run(token).await;
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+    }
+    if let (true, Some(nats)) = (roles.projector, nats.clone()) {
+        let projector = Projector::new(
+            settings.projector(),
+            database.clone(),
+            pool.clone(),
+            nats,
+            &registry,
+        )?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            projector.run(token).await;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    if let (true, Some(nats)) = (roles.analytics, nats.clone()) {
+        let consumer = Projector::with_applier(
+            keh_analytics::store::MarketApplier,
+            ("analytics", "keh_analytics_lag_seconds"),
+            settings.analytics(),
+            database.clone(),
+            pool.clone(),
+            nats,
+            &registry,
+        )?;
+        let worker = keh_analytics::worker::AnalyticsWorker::new(
+            pool.clone(),
+            settings.analytics_worker(),
+            &registry,
+        )?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            consumer.run(token).await;
+            Ok::<(), anyhow::Error>(())
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            worker.run(token).await;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+
+    let app = keh_http::app(api, health, registry, &http)?;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        keh_http::serve(listener, app, token)
+            .await
+            .context("serving HTTP")
+    });
+
+    // The first task to end (normally because of shutdown) ends the process.
+    let mut outcome = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => outcome = Err(error),
+            Err(error) => outcome = Err(anyhow::anyhow!("task failed: {error}")),
+        }
+    }
+    pool.close().await;
+    outcome
+}
