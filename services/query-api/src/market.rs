@@ -36,8 +36,58 @@ pub(crate) fn routes() -> Router<QueryApi> {
         .route("/api/v1/market/reports/{id}/report.json", get(report_json))
 }
 
-/// A field that is not acceptable: its name, rule and message.
-type Refusal = (&'static str, &'static str, String);
+/// A field of a market request, in the query string and in a report body alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    AreaKind,
+    Area,
+    PropertyType,
+    Period,
+    From,
+    To,
+}
+
+impl Field {
+    /// Its name as a query parameter.
+    fn query_name(self) -> &'static str {
+        match self {
+            Self::AreaKind => "area_kind",
+            Self::Area => "area",
+            Self::PropertyType => "property_type",
+            Self::Period => "period",
+            Self::From => "from",
+            Self::To => "to",
+        }
+    }
+
+    /// Its name in a report request's body (RESO-style PascalCase).
+    fn body_name(self) -> &'static str {
+        match self {
+            Self::AreaKind => "AreaKind",
+            Self::Area => "Area",
+            Self::PropertyType => "PropertyType",
+            Self::Period => "Period",
+            Self::From => "From",
+            Self::To => "To",
+        }
+    }
+}
+
+/// A field that is not acceptable: which one, the rule it breaks and why.
+#[derive(Debug)]
+struct Refusal {
+    field: Field,
+    rule: &'static str,
+    message: String,
+}
+
+fn refused(field: Field, rule: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        field,
+        rule,
+        message: message.into(),
+    }
+}
 
 const KINDS: &str = "market, city, postal-code or subdivision";
 
@@ -45,7 +95,7 @@ fn parse_kind(value: Option<&str>) -> Result<AreaKind, Refusal> {
     match value {
         None => Ok(AreaKind::Market),
         Some(v) => AreaKind::parse(v.trim())
-            .ok_or_else(|| ("kind", "invalid-value", format!("must be {KINDS}"))),
+            .ok_or_else(|| refused(Field::AreaKind, "invalid-value", format!("must be {KINDS}"))),
     }
 }
 
@@ -61,15 +111,15 @@ fn parse_series(
         (AreaKind::Market, None) => MARKET.to_owned(),
         (AreaKind::Market, Some(v)) if v == MARKET => MARKET.to_owned(),
         (AreaKind::Market, Some(_)) => {
-            return Err((
-                "area",
+            return Err(refused(
+                Field::Area,
                 "invalid-value",
                 format!("must be {MARKET} (or absent) for the whole market"),
             ));
         }
         (_, None) => {
-            return Err((
-                "area",
+            return Err(refused(
+                Field::Area,
                 "required",
                 format!("is required for area kind {}", kind.as_str()),
             ));
@@ -77,10 +127,10 @@ fn parse_series(
         (_, Some(v))
             if v.is_empty() || v.chars().count() > 255 || v.chars().any(char::is_control) =>
         {
-            return Err((
-                "area",
+            return Err(refused(
+                Field::Area,
                 "invalid-value",
-                "must be 1 to 255 characters, none of them control characters".to_owned(),
+                "must be 1 to 255 characters, none of them control characters",
             ));
         }
         (_, Some(v)) => v.to_owned(),
@@ -91,8 +141,8 @@ fn parse_series(
         Some(v) => v
             .parse::<PropertyType>()
             .map_err(|_| {
-                (
-                    "property_type",
+                refused(
+                    Field::PropertyType,
                     "invalid-value",
                     format!("must be a RESO PropertyType or {ALL_TYPES}"),
                 )
@@ -110,42 +160,33 @@ fn parse_series(
 fn parse_grain(value: Option<&str>) -> Result<Grain, Refusal> {
     match value {
         None => Ok(Grain::Month),
-        Some(v) => Grain::parse(v.trim()).ok_or_else(|| {
-            (
-                "period",
-                "invalid-value",
-                "must be week or month".to_owned(),
-            )
-        }),
+        Some(v) => Grain::parse(v.trim())
+            .ok_or_else(|| refused(Field::Period, "invalid-value", "must be week or month")),
     }
 }
 
 fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), Refusal> {
     if let (Some(from), Some(to)) = (from, to) {
         if from > to {
-            return Err(("from", "out-of-range", "must not be after to".to_owned()));
+            return Err(refused(Field::From, "out-of-range", "must not be after to"));
         }
         if from
             .checked_add_days(Days::new(MAX_RANGE_DAYS))
             .is_some_and(|limit| to > limit)
         {
-            return Err((
-                "to",
+            return Err(refused(
+                Field::To,
                 "out-of-range",
-                "the range must not exceed 20 years".to_owned(),
+                "the range must not exceed 20 years",
             ));
         }
     }
     Ok(())
 }
 
-/// A refused query parameter (`area_kind` and `property_type` keep their query names).
-fn query_problem((field, rule, message): Refusal) -> Problem {
-    let name = match field {
-        "kind" => "area_kind",
-        other => other,
-    };
-    invalid(name, rule, &message)
+/// A refused query parameter, under its query name.
+fn query_problem(refusal: Refusal) -> Problem {
+    invalid(refusal.field.query_name(), refusal.rule, &refusal.message)
 }
 
 fn date_param(params: &Params, name: &str) -> Result<Option<NaiveDate>, Problem> {
@@ -304,20 +345,12 @@ pub struct ReportBody {
     pub to: NaiveDate,
 }
 
-/// A refused body field (`kind` → `AreaKind`, and so on).
-fn body_problem((field, rule, message): Refusal) -> Problem {
-    let name = match field {
-        "kind" => "AreaKind",
-        "area" => "Area",
-        "property_type" => "PropertyType",
-        "period" => "Period",
-        "from" => "From",
-        _ => "To",
-    };
+/// A refused body field, under its body name.
+fn body_problem(refusal: Refusal) -> Problem {
     Problem::validation(vec![FieldError {
-        field: name.to_owned(),
-        rule: rule.to_owned(),
-        message,
+        field: refusal.field.body_name().to_owned(),
+        rule: refusal.rule.to_owned(),
+        message: refusal.message,
     }])
 }
 

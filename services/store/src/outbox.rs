@@ -234,3 +234,24 @@ pub async fn listing_events(
         .await?;
     rows.iter().map(decode).collect()
 }
+
+/// How many events the store holds (a rebuild's progress total).
+pub async fn event_count(executor: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(executor)
+        .await?;
+    u64::try_from(count).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// The last sequence stored for a listing, or `None` when it has no events.
+pub async fn last_sequence(
+    executor: impl PgExecutor<'_>,
+    listing_key: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
+    )
+    .bind(listing_key)
+    .fetch_one(executor)
+    .await
+}

@@ -1,0 +1,71 @@
+//! The analytics rebuild: every derived table from the event store, in one transaction.
+
+use chrono::NaiveDate;
+use keh_projections::apply::{ApplyError, Fact};
+use keh_store::outbox::{self, Cursor};
+use sqlx::PgPool;
+
+use super::recompute::recompute_all;
+use super::{ANALYTICS_LOCK, AnalyticsError, apply_facts};
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub events: u64,
+    pub listings: i64,
+    pub series: i64,
+}
+
+/// Deletes every derived analytics table and rebuilds it from the event store, in one
+/// transaction: readers see the old figures until it commits. Report jobs are kept.
+pub async fn rebuild(
+    pool: &PgPool,
+    today: NaiveDate,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Rebuilt, AnalyticsError> {
+    const CHUNK: i64 = 5_000;
+    let total = keh_store::outbox::event_count(pool).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ANALYTICS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "TRUNCATE analytics.listing_facts, analytics.dirty_series, analytics.dirty_marks, analytics.series, analytics.market_metrics",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut cursor = Cursor::START;
+    let mut done = 0_u64;
+    loop {
+        let events = outbox::read_after(&mut *tx, cursor, CHUNK)
+            .await
+            .map_err(ApplyError::from)?;
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            break;
+        };
+        cursor = last;
+        done += u64::try_from(events.len()).unwrap_or(0);
+        apply_facts(&mut tx, events.into_iter().map(Fact::from).collect()).await?;
+        progress(done, total.max(done));
+    }
+    sqlx::query(
+        "INSERT INTO analytics.clock (today) VALUES ($1) ON CONFLICT (id) DO UPDATE SET today = $1",
+    )
+    .bind(today)
+    .execute(&mut *tx)
+    .await?;
+    recompute_all(&mut tx, today).await?;
+    let listings: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.listing_facts")
+        .fetch_one(&mut *tx)
+        .await?;
+    let series: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.series")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Rebuilt {
+        events: done,
+        listings,
+        series,
+    })
+}
