@@ -57,10 +57,7 @@ pub async fn rebuild(
         .bind(NEXT)
         .execute(pool)
         .await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await?;
-    let total = u64::try_from(total).unwrap_or(0);
+    let total = keh_store::outbox::event_count(pool).await?;
 
     let deferred = Deferred::take(pool, &next).await?;
     let mut done = 0_u64;

@@ -128,13 +128,9 @@ pub(crate) async fn read(
         }
         if let Some(min) = min_version {
             // A version the event store does not have either will never be projected.
-            let stored: Option<i64> = sqlx::query_scalar(
-                "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
-            )
-            .bind(&key)
-            .fetch_one(&api.shared.pool)
-            .await
-            .map_err(|e| database_problem(&e))?;
+            let stored = outbox::last_sequence(&api.shared.pool, &key)
+                .await
+                .map_err(|e| database_problem(&e))?;
             match stored {
                 None => return Err(no_listing(&key)),
                 Some(stored) if stored < min => {

@@ -212,3 +212,65 @@ fn the_layering_check_sees_a_forbidden_edge() {
     assert!(store_links.contains_key("keh-platform"));
     assert!(store_links.contains_key("sqlx-core"));
 }
+
+/// Rust sources of the workspace outside tests, as (path, text).
+fn sources(dir: &std::path::Path, into: &mut Vec<(PathBuf, String)>) {
+    for entry in std::fs::read_dir(dir).expect("a source folder") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if path.is_dir() {
+            if !matches!(name, "tests" | "target" | "node_modules") {
+                sources(&path, into);
+            }
+        } else if name.ends_with(".rs") {
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            into.push((path, text));
+        }
+    }
+}
+
+/// Whether code in `text` names the `events` table in SQL: `FROM`, `JOIN` or `INTO` (SQL
+/// here is written in capitals, so Rust's `from(events)` does not count), outside comments.
+fn names_events_table(text: &str) -> bool {
+    let code: String = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let words: Vec<&str> = code
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .any(|w| matches!(w[0], "FROM" | "JOIN" | "INTO") && w[1] == "events")
+}
+
+#[test]
+fn only_the_store_reads_or_writes_the_events_table() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in ["events", "projections", "services"] {
+        sources(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "too few sources found: {}", files.len());
+    let store = root.join("services/store");
+    let wrong: Vec<String> = files
+        .iter()
+        .filter(|(path, text)| !path.starts_with(&store) && names_events_table(text))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "only keh-store may name the events table (add a function to keh_store::outbox): {wrong:?}"
+    );
+    assert!(names_events_table(
+        "let q = \"SELECT 1 FROM events WHERE x\";"
+    ));
+    assert!(!names_events_table("SELECT 1 FROM read_model.events_seen"));
+    assert!(!names_events_table("let facts = Fact::from(events);"));
+    assert!(!names_events_table("// replays FROM events"));
+}
