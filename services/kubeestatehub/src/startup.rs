@@ -95,6 +95,7 @@ pub async fn start(
                 max_streams: settings.feed_max_streams.max(1),
                 max_per_caller: settings.feed_max_streams_per_caller.max(1),
             },
+            shutdown.clone(),
         );
         health = health.with(query_api.health());
         api = api

@@ -277,7 +277,8 @@ pub(crate) async fn live_feed(
         tracing::warn!(error = %e, "live feed: cannot read");
         Problem::unavailable("the event stream is unavailable; retry later")
     })?;
-    Ok(Sse::new(events(messages, permit))
+    let ending = api.shared.shutdown.clone().cancelled_owned();
+    Ok(Sse::new(events(messages, permit).take_until(ending))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }

@@ -23,6 +23,7 @@ use keh_events::subject::SubjectLayout;
 use keh_http::Problem;
 use keh_platform::health::Check;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 pub mod feed;
 mod listing;
@@ -49,16 +50,22 @@ struct Shared {
     stream: String,
     layout: SubjectLayout,
     feed: Arc<feed::FeedGate>,
+    /// Cancelled when the process shuts down: live feeds end then, so that the server's
+    /// drain does not wait on streams that never finish (clients reconnect elsewhere with
+    /// `Last-Event-ID`).
+    shutdown: CancellationToken,
 }
 
 impl QueryApi {
     /// `nats`: the live feed needs it; without it `/api/v1/listing-events` answers 503.
+    /// `shutdown`: when cancelled, every live feed ends.
     pub fn new(
         pool: PgPool,
         nats: Option<async_nats::Client>,
         stream: String,
         layout: SubjectLayout,
         feed: feed::FeedLimits,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -67,6 +74,7 @@ impl QueryApi {
                 stream,
                 layout,
                 feed: Arc::new(feed::FeedGate::new(feed)),
+                shutdown,
             }),
         }
     }

@@ -463,11 +463,21 @@ impl TestApp {
         }
     }
 
-    /// Stops the instance and waits for it to drain.
+    /// Stops the instance and waits for it to drain; fails the test when it does not within
+    /// [`EVENTUALLY`] or ends with an error.
     pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(EVENTUALLY, task).await;
+            // A graceful shutdown that hangs or fails is a defect the test should show, not
+            // a wait to sit out.
+            match tokio::time::timeout(EVENTUALLY, task).await {
+                Err(_) => panic!(
+                    "the application did not shut down within {EVENTUALLY:?} of being asked to"
+                ),
+                Ok(Err(join)) => panic!("the application's task failed: {join}"),
+                Ok(Ok(Err(error))) => panic!("the application ended with an error: {error:#}"),
+                Ok(Ok(Ok(()))) => {}
+            }
         }
     }
 }

@@ -1163,3 +1163,39 @@ async fn clients_revalidate_without_bodies_and_get_compressed_answers() {
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
+
+#[tokio::test]
+async fn open_live_feeds_end_when_the_process_shuts_down_so_it_drains_at_once() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), Roles::ALL).await;
+    app.create_listing(listing(0, "Springfield")).await;
+    wait_for_stream(&nats_url(), &app.settings.stream, 1).await;
+    let mut feed = app
+        .client
+        .get(app.url("/api/v1/listing-events?last_event_id=0"))
+        .send()
+        .await
+        .expect("feed");
+    assert_eq!(feed.status(), 200);
+    // The first event arrives, and the stream stays open.
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.chunk())
+        .await
+        .expect("a first chunk")
+        .expect("the feed is open");
+    assert!(first.is_some());
+    // Shutting down ends the stream instead of waiting for the client to leave: `stop`
+    // fails the test if the drain takes longer than its limit.
+    let started = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with a live feed open",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = feed.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the live feed was not ended by the shutdown");
+}
