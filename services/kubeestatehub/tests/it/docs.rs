@@ -1,6 +1,6 @@
 //! The documentation stays true: the configuration reference names every variable the
-//! command line reads, with its default, and every relative link in the README and
-//! `docs/` leads somewhere.
+//! command line reads, with its default; every relative link in the README and `docs/`
+//! leads somewhere; every API path they name is a route of the OpenAPI document.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -175,4 +175,76 @@ fn every_relative_link_of_the_documentation_leads_somewhere() {
     check_links(&probe, &mut found);
     let _ = std::fs::remove_file(&probe);
     assert_eq!(found.len(), 2, "{found:?}");
+}
+
+/// The API paths the documentation names in inline code (`GET /api/v1/listings?…`), without
+/// their query strings.
+fn documented_paths(text: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (i, span) in text.split('`').enumerate() {
+        if i % 2 == 0 || span.contains('\n') {
+            continue; // outside inline code, or a fenced block's edge
+        }
+        for word in span.split_whitespace() {
+            if let Some(at) = word.find("/api/") {
+                let path = word[at..].split(['?', '#']).next().unwrap_or_default();
+                let path = path.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '}');
+                paths.push(path.to_owned());
+            }
+        }
+    }
+    paths
+}
+
+/// Whether `mentioned` names `route`: the same segments, a `{…}` on either side matching
+/// any one segment.
+fn names_route(mentioned: &str, route: &str) -> bool {
+    let a: Vec<&str> = mentioned.split('/').collect();
+    let b: Vec<&str> = route.split('/').collect();
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(x, y)| x == y || x.starts_with('{') || y.starts_with('{'))
+}
+
+#[test]
+fn every_api_path_the_documentation_names_exists() {
+    let document = kubeestatehub::openapi::document();
+    let mut routes: Vec<String> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect();
+    // Served beside the documented API: the browsable documentation itself.
+    routes.push("/api/v1/docs".to_owned());
+    let mut pages = vec![repo().join("README.md")];
+    for entry in std::fs::read_dir(repo().join("docs")).expect("docs/") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut wrong = Vec::new();
+    let mut seen = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).expect("a page");
+        for path in documented_paths(&text) {
+            seen += 1;
+            // Problem `type` URIs identify a kind of error; they are not routes.
+            if path.starts_with("/api/v1/problems") {
+                continue;
+            }
+            if !routes.iter().any(|route| names_route(&path, route)) {
+                wrong.push(format!("{}: {path} is not a route", page.display()));
+            }
+        }
+    }
+    assert!(seen > 40, "only {seen} paths found in the documentation");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(!names_route("/api/docs", "/api/v1/docs"));
+    assert!(names_route(
+        "/api/v1/listings/{ListingKey}",
+        "/api/v1/listings/{key}"
+    ));
 }
