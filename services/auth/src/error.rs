@@ -31,7 +31,7 @@ pub enum AuthError {
     )]
     NoTicketNeeded,
     /// Too many failed sign-ins on the account: wait this long (429).
-    #[error("too many failed sign-ins for this account; wait {} s before trying again", wait_secs(*.0))]
+    #[error("too many failed sign-ins for this account; wait {} s before trying again", keh_http::problem::retry_after_secs(*.0).max(1))]
     Throttled(Duration),
     /// The user store or the signing keys cannot be reached yet (503).
     #[error("{0}")]
@@ -39,11 +39,6 @@ pub enum AuthError {
     /// A fault of ours, logged where it happened; the caller learns nothing more (500).
     #[error("internal error")]
     Internal,
-}
-
-/// Whole seconds to wait, rounded up and at least one (what `Retry-After` says).
-fn wait_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<AuthError> for Problem {

@@ -5,6 +5,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// `wait` in the whole seconds `Retry-After` carries: rounded up, so a client never comes
+/// back early.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -98,7 +104,7 @@ impl Problem {
 
     /// Tells the client to retry after `wait`, rounded up to whole seconds (`Retry-After`).
     pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
-        self.retry_after_secs = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        self.retry_after_secs = Some(retry_after_secs(wait));
         self
     }
 
