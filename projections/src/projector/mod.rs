@@ -439,8 +439,11 @@ async fn stop(mut worker: Worker) {
     }
 }
 
+/// Stops every worker at once (one after another, each would wait out the others' last
+/// batch and request in turn).
 async fn stop_all(workers: &mut HashMap<u32, Worker>) {
-    for (_, worker) in workers.drain() {
-        stop(worker).await;
+    for worker in workers.values() {
+        worker.token.cancel();
     }
+    futures::future::join_all(workers.drain().map(|(_, worker)| stop(worker))).await;
 }

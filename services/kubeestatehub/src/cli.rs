@@ -332,6 +332,17 @@ pub struct Settings {
     )]
     pub request_timeout_ms: u64,
 
+    /// How long shutdown may take, in milliseconds: requests, live feeds and in-flight
+    /// batches drain for at most this long, then what is left is stopped (and named in the
+    /// log). Keep it below the orchestrator's grace period (Kubernetes: 30 s).
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_SHUTDOWN_GRACE_MS",
+        default_value_t = 25_000
+    )]
+    pub shutdown_grace_ms: u64,
+
     /// JetStream stream holding the listing events.
     #[arg(
         long,

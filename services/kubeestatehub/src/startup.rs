@@ -1,6 +1,7 @@
 //! Start-up: every role of a process on one listener, from the same code whether the
 //! process runs one role (Kubernetes) or all of them (`kubeestatehub all`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub async fn start(
     keh_platform::metrics::register_db_metrics(&registry)?;
     let mut health = Health::default();
     let mut api = axum::Router::new();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Tasks::default();
     let database: sqlx::postgres::PgConnectOptions = settings
         .database_url
         .expose()
@@ -75,7 +76,7 @@ pub async fn start(
             .context("loading the access-token signing keys")?;
         let watcher = auth.clone();
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("auth change listener", async move {
             watcher.watch(token.cancelled_owned()).await;
             Ok::<(), anyhow::Error>(())
         });
@@ -121,7 +122,7 @@ pub async fn start(
     ) {
         let idle = Arc::clone(&limit);
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("rate limit sweeper", async move {
             loop {
                 tokio::select! {
                     () = token.cancelled() => return Ok::<(), anyhow::Error>(()),
@@ -169,7 +170,12 @@ pub async fn start(
                 health = health.with(relay.health(!roles.serves_api()));
             }
             let token = shutdown.clone();
-            tasks.spawn(async move {
+            let name = if index == 0 {
+                "relay (public stream)"
+            } else {
+                "relay (internal stream)"
+            };
+            tasks.spawn(name, async move {
                 relay.run(token).await;
                 Ok::<(), anyhow::Error>(())
             });
@@ -184,7 +190,7 @@ pub async fn start(
             &registry,
         )?;
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("projector", async move {
             projector.run(token).await;
             Ok::<(), anyhow::Error>(())
         });
@@ -205,12 +211,12 @@ pub async fn start(
             &registry,
         )?;
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("analytics consumer", async move {
             consumer.run(token).await;
             Ok::<(), anyhow::Error>(())
         });
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("analytics worker", async move {
             worker.run(token).await;
             Ok::<(), anyhow::Error>(())
         });
@@ -218,22 +224,100 @@ pub async fn start(
 
     let app = keh_http::app(api, health, registry, &http)?;
     let token = shutdown.clone();
-    tasks.spawn(async move {
+    tasks.spawn("HTTP server", async move {
         keh_http::serve(listener, app, token)
             .await
             .context("serving HTTP")
     });
 
-    // The first task to end (normally because of shutdown) ends the process.
-    let mut outcome = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        shutdown.cancel();
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => outcome = Err(error),
-            Err(error) => outcome = Err(anyhow::anyhow!("task failed: {error}")),
+    tasks
+        .run(&shutdown, Duration::from_millis(settings.shutdown_grace_ms))
+        .await
+        .and(close(pool).await)
+}
+
+/// The process's long-running work, each task named for the shutdown log.
+#[derive(Default)]
+struct Tasks {
+    set: tokio::task::JoinSet<anyhow::Result<()>>,
+    names: HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Runs until the first task ends (normally because `shutdown` came; otherwise that ends
+    /// the process), then lets the others drain for at most `grace` after shutdown began.
+    /// What is still running then is named and stopped: a process that never exits is
+    /// killed by its orchestrator with nothing said about why.
+    async fn run(mut self, shutdown: &CancellationToken, grace: Duration) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        let mut deadline = None;
+        loop {
+            let joined = match deadline {
+                None => tokio::select! {
+                    () = shutdown.cancelled() => {
+                        deadline = Some(tokio::time::Instant::now() + grace);
+                        continue;
+                    }
+                    joined = self.set.join_next_with_id() => joined,
+                },
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await {
+                        Ok(joined) => joined,
+                        Err(_) => {
+                            let mut waiting: Vec<&str> = self.names.values().copied().collect();
+                            waiting.sort_unstable();
+                            let waiting = waiting.join(", ");
+                            tracing::error!(%waiting, ?grace, "shutdown: not drained in time; stopping what is left");
+                            self.set.shutdown().await;
+                            return Err(anyhow::anyhow!(
+                                "shutdown: not drained within {grace:?}: {waiting}"
+                            ));
+                        }
+                    }
+                }
+            };
+            let Some(joined) = joined else {
+                return outcome;
+            };
+            if deadline.is_none() {
+                // The first task to end ends the process.
+                deadline = Some(tokio::time::Instant::now() + grace);
+                shutdown.cancel();
+            }
+            let (id, result) = match joined {
+                Ok((id, result)) => (id, result),
+                Err(error) => (error.id(), Err(anyhow::anyhow!("task failed: {error}"))),
+            };
+            let name = self.names.remove(&id).unwrap_or("a task");
+            match result {
+                Ok(()) => tracing::debug!(task = name, "shutdown: drained"),
+                Err(error) => {
+                    tracing::error!(
+                        task = name,
+                        error = format!("{error:#}"),
+                        "task ended with an error"
+                    );
+                    outcome = Err(error.context(name));
+                }
+            }
         }
     }
-    pool.close().await;
-    outcome
+}
+
+/// Closes the pool once every task has ended: connections still checked out then belong
+/// to work that outlived its task, and are waited for only briefly.
+async fn close(pool: sqlx::PgPool) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(5);
+    tokio::time::timeout(grace, pool.close())
+        .await
+        .map_err(|_| anyhow::anyhow!("shutdown: database connections still in use after {grace:?}"))
 }

@@ -242,6 +242,8 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         snapshot_every: 10,
         body_limit_bytes: 64 * 1024,
         request_timeout_ms: 10_000,
+        // Below `stop`'s own limit, so that a task that does not drain is named.
+        shutdown_grace_ms: 15_000,
         stream: format!("KEH_T_{id}"),
         subject_prefix: format!("t{id}"),
         partitions: 4,
@@ -470,10 +472,12 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             // A graceful shutdown that hangs or fails is a defect the test should show, not
             // a wait to sit out.
-            match tokio::time::timeout(EVENTUALLY, task).await {
-                Err(_) => panic!(
-                    "the application did not shut down within {EVENTUALLY:?} of being asked to"
-                ),
+            // Beyond the application's own grace (it names what did not drain).
+            let limit = Duration::from_secs(30);
+            match tokio::time::timeout(limit, task).await {
+                Err(_) => {
+                    panic!("the application did not shut down within {limit:?} of being asked to")
+                }
                 Ok(Err(join)) => panic!("the application's task failed: {join}"),
                 Ok(Ok(Err(error))) => panic!("the application ended with an error: {error:#}"),
                 Ok(Ok(Ok(()))) => {}
