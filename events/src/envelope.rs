@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::{ListingKey, Sequence};
 use crate::listing::ListingEvent;
 
 /// One published listing event.
@@ -21,9 +22,9 @@ pub struct EventEnvelope {
     /// Payload schema version of `Data` (see `SCHEMA_VERSION`).
     pub schema_version: String,
     /// RESO `ListingKey` of the listing (the aggregate id).
-    pub listing_key: String,
+    pub listing_key: ListingKey,
     /// 1-based position of this event in its listing's history; gapless per listing.
-    pub sequence: u64,
+    pub sequence: Sequence,
     /// Position in the store's global order (increasing, not gapless: rolled-back
     /// transactions leave holes). Use it to order across listings, never to detect loss.
     pub global_position: i64,

@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::ids::ListingKey;
 use crate::reso::{
     ChangeType, MediaCategory, OpenHouseType, Price, PropertyType, Remarks, ShortText,
     StandardStatus,
@@ -158,7 +159,7 @@ with_detail_fields!(define_details);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListingCreated {
-    pub listing_key: ShortText,
+    pub listing_key: ListingKey,
     pub standard_status: StandardStatus,
     pub property_type: PropertyType,
     pub list_price: Price,
@@ -365,7 +366,7 @@ mod tests {
 
     fn created() -> ListingEvent {
         ListingEvent::ListingCreated(ListingCreated {
-            listing_key: ShortText::new("L-1").unwrap(),
+            listing_key: ListingKey::new("L-1").unwrap(),
             standard_status: StandardStatus::Active,
             property_type: PropertyType::Residential,
             list_price: Price::new(Decimal::new(45_000_050, 2)).unwrap(),

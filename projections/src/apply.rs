@@ -8,56 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use keh_events::envelope::EventEnvelope;
-use keh_events::listing::ListingEvent;
+use keh_events::{ListingKey, Sequence};
 use keh_listing::{Listing, ListingState};
-use keh_store::outbox::{self, StoredEvent};
+use keh_store::outbox;
 use sqlx::PgConnection;
-use uuid::Uuid;
-
-/// One event, from the stream or from the store.
-#[derive(Clone, Debug)]
-pub struct Fact {
-    pub listing_key: String,
-    pub sequence: i64,
-    pub event_id: Uuid,
-    pub event: ListingEvent,
-    pub effective_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    pub correlation_id: Uuid,
-}
-
-impl From<EventEnvelope> for Fact {
-    fn from(e: EventEnvelope) -> Self {
-        Self {
-            listing_key: e.listing_key,
-            sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
-            event_id: e.event_id,
-            effective_at: e.effective_at,
-            recorded_at: e.recorded_at,
-            actor: e.actor,
-            correlation_id: e.correlation_id,
-            event: e.event,
-        }
-    }
-}
-
-impl From<StoredEvent> for Fact {
-    fn from(e: StoredEvent) -> Self {
-        Self {
-            listing_key: e.listing_key,
-            sequence: e.sequence,
-            event_id: e.event_id,
-            effective_at: e.event.effective_at(),
-            recorded_at: e.recorded_at,
-            actor: e.metadata.actor,
-            correlation_id: e.metadata.correlation_id,
-            event: e.event,
-        }
-    }
-}
 
 /// What a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,9 +31,13 @@ pub enum ApplyError {
     #[error("reading the event store: {0}")]
     Store(#[from] outbox::ReadError),
     #[error("listing {0}: stored read-model state cannot be read: {1}")]
-    State(String, serde_json::Error),
+    State(ListingKey, serde_json::Error),
     #[error("listing {listing}: events {from}..{to} are not in the event store")]
-    Missing { listing: String, from: i64, to: i64 },
+    Missing {
+        listing: ListingKey,
+        from: u64,
+        to: u64,
+    },
 }
 
 impl ApplyError {
@@ -90,6 +50,72 @@ impl ApplyError {
             | Self::Missing { .. } => true,
         }
     }
+}
+
+/// A batch's events by listing, each listing's in sequence order; a second copy of an
+/// event in the batch is counted as a duplicate.
+pub type ByListing = BTreeMap<ListingKey, BTreeMap<Sequence, EventEnvelope>>;
+
+/// Groups `events` by listing (see [`ByListing`]).
+pub fn by_listing(events: Vec<EventEnvelope>, outcome: &mut Applied) -> ByListing {
+    let mut grouped = ByListing::new();
+    for event in events {
+        let slot = grouped.entry(event.listing_key.clone()).or_default();
+        if slot.insert(event.sequence, event).is_some() {
+            outcome.duplicates += 1;
+        }
+    }
+    grouped
+}
+
+/// Hands `step` each of one listing's events that follow `version` (the last sequence
+/// applied, 0 for none), in order: duplicates are counted and skipped, and events missing
+/// before one are read from the event store (the source of truth) and handed over first.
+/// Returns the last sequence handed over (`None`: nothing new).
+pub async fn in_order(
+    connection: &mut PgConnection,
+    key: &ListingKey,
+    mut version: u64,
+    events: BTreeMap<Sequence, EventEnvelope>,
+    outcome: &mut Applied,
+    mut step: impl FnMut(EventEnvelope) -> Result<(), ApplyError>,
+) -> Result<Option<Sequence>, ApplyError> {
+    let mut last = None;
+    for (sequence, event) in events {
+        if sequence.get() <= version {
+            outcome.duplicates += 1;
+            continue;
+        }
+        if sequence.get() > version + 1 {
+            let missing = outbox::listing_events(
+                &mut *connection,
+                key,
+                Sequence::try_from(version).ok(),
+                Sequence::try_from(sequence.get() - 1).ok(),
+                None,
+                event.partition,
+            )
+            .await?;
+            for stored in missing {
+                outcome.repaired += 1;
+                version = stored.envelope.sequence.get();
+                step(stored.envelope)?;
+            }
+            if version != sequence.get() - 1 {
+                // The store does not have them either: the message cannot apply.
+                return Err(ApplyError::Missing {
+                    listing: key.clone(),
+                    from: version + 1,
+                    to: sequence.get() - 1,
+                });
+            }
+        }
+        version = sequence.get();
+        last = Some(sequence);
+        outcome.applied += 1;
+        step(event)?;
+    }
+    Ok(last)
 }
 
 /// A validated schema name (the live one or a rebuild's).
@@ -116,36 +142,30 @@ impl Schema {
     }
 }
 
-/// Applies `facts` inside the caller's transaction (`connection` is in one).
+/// Applies `events` inside the caller's transaction (`connection` is in one).
 pub async fn apply(
     connection: &mut PgConnection,
     schema: &Schema,
-    facts: Vec<Fact>,
+    events: Vec<EventEnvelope>,
 ) -> Result<Applied, ApplyError> {
-    let mut by_listing: BTreeMap<String, BTreeMap<i64, Fact>> = BTreeMap::new();
     let mut outcome = Applied::default();
-    for fact in facts {
-        let slot = by_listing.entry(fact.listing_key.clone()).or_default();
-        if slot.insert(fact.sequence, fact).is_some() {
-            outcome.duplicates += 1;
-        }
-    }
+    let by_listing = by_listing(events, &mut outcome);
     if by_listing.is_empty() {
         return Ok(outcome);
     }
     let s = schema.as_str();
     // Every row of the batch, locked at once in key order: concurrent appliers lock in the
     // same order (no deadlock), and a batch costs a handful of statements, not a few per event.
-    let keys: Vec<String> = by_listing.keys().cloned().collect();
+    let keys: Vec<&ListingKey> = by_listing.keys().collect();
     // As text, parsed straight into the typed state (no `serde_json::Value` tree first).
-    let rows: Vec<(String, i64, String)> = sqlx::query_as(&format!(
+    let rows: Vec<(ListingKey, Sequence, String)> = sqlx::query_as(&format!(
         "SELECT listing_key, version, state::text FROM {s}.listings WHERE listing_key = ANY($1)
           ORDER BY listing_key FOR UPDATE"
     ))
     .bind(&keys)
     .fetch_all(&mut *connection)
     .await?;
-    let mut current: HashMap<String, (i64, String)> = rows
+    let mut current: HashMap<ListingKey, (Sequence, String)> = rows
         .into_iter()
         .map(|(key, version, state)| (key, (version, state)))
         .collect();
@@ -184,63 +204,37 @@ pub async fn apply(
 /// A listing moved forward by a batch.
 struct Changed {
     state: ListingState,
-    version: i64,
-    history: Vec<Fact>,
+    version: Sequence,
+    history: Vec<EventEnvelope>,
 }
 
-/// Applies one listing's facts to its current row (skipping duplicates, filling gaps from the
-/// store). `None` when nothing new happened to it.
+/// Applies one listing's events to its current row (skipping duplicates, filling gaps from
+/// the store). `None` when nothing new happened to it.
 async fn advance(
     connection: &mut PgConnection,
-    key: &str,
-    row: Option<(i64, String)>,
-    facts: BTreeMap<i64, Fact>,
+    key: &ListingKey,
+    row: Option<(Sequence, String)>,
+    events: BTreeMap<Sequence, EventEnvelope>,
     outcome: &mut Applied,
 ) -> Result<Option<Changed>, ApplyError> {
-    let (mut version, mut listing) = match row {
+    let (version, mut listing) = match row {
         Some((version, state)) => {
             let state: ListingState =
-                serde_json::from_str(&state).map_err(|e| ApplyError::State(key.to_owned(), e))?;
-            (version, Listing::from_state(state))
+                serde_json::from_str(&state).map_err(|e| ApplyError::State(key.clone(), e))?;
+            (version.get(), Listing::from_state(state))
         }
         None => (0, Listing::default()),
     };
-    let start_version = version;
-    let mut history: Vec<Fact> = Vec::new();
-    for (sequence, fact) in facts {
-        if sequence <= version {
-            outcome.duplicates += 1;
-            continue;
-        }
-        if sequence > version + 1 {
-            // Missing events: the store has them (it is the source of truth).
-            let missing =
-                outbox::listing_events(&mut *connection, key, version, Some(sequence - 1), None)
-                    .await?;
-            for stored in missing {
-                outcome.repaired += 1;
-                version = stored.sequence;
-                let fact = Fact::from(stored);
-                listing.apply_event(fact.event.clone());
-                history.push(fact);
-            }
-            if version != sequence - 1 {
-                // The store does not have them either: the message cannot apply.
-                return Err(ApplyError::Missing {
-                    listing: key.to_owned(),
-                    from: version + 1,
-                    to: sequence - 1,
-                });
-            }
-        }
-        version = sequence;
-        listing.apply_event(fact.event.clone());
-        outcome.applied += 1;
-        history.push(fact);
-    }
-    if version == start_version {
+    let mut history: Vec<EventEnvelope> = Vec::new();
+    let last = in_order(connection, key, version, events, outcome, |event| {
+        listing.apply_event(event.event.clone());
+        history.push(event);
+        Ok(())
+    })
+    .await?;
+    let Some(version) = last else {
         return Ok(None);
-    }
+    };
     Ok(listing.state().cloned().map(|state| Changed {
         state,
         version,
@@ -299,7 +293,7 @@ async fn write_listings(
         );
         states.push(
             serde_json::to_string(state)
-                .map_err(|e| ApplyError::State(state.listing_key.to_string(), e))?,
+                .map_err(|e| ApplyError::State(state.listing_key.clone(), e))?,
         );
     }
     let written: Vec<String> = sqlx::query_scalar(&format!(
@@ -346,7 +340,7 @@ async fn write_history(
     schema: &Schema,
     changed: &[Changed],
 ) -> Result<(), ApplyError> {
-    let facts: Vec<&Fact> = changed.iter().flat_map(|c| c.history.iter()).collect();
+    let facts: Vec<&EventEnvelope> = changed.iter().flat_map(|c| c.history.iter()).collect();
     if facts.is_empty() {
         return Ok(());
     }
@@ -366,13 +360,13 @@ async fn write_history(
              $7::text[], $8::uuid[], $9::jsonb[])
          ON CONFLICT (listing_key, sequence) DO NOTHING"
     ))
-    .bind(facts.iter().map(|f| f.listing_key.clone()).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| &f.listing_key).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.sequence).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.event_id).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.event.event_type()).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.effective_at).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.recorded_at).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.actor.clone()).collect::<Vec<_>>())
+    .bind(facts.iter().map(|f| f.actor.as_str()).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.correlation_id).collect::<Vec<_>>())
     .bind(data)
     .execute(&mut *connection)

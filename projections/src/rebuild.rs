@@ -16,11 +16,12 @@
 //! order on one of them). The catch-up in the swap runs with everything in place.
 
 use futures::StreamExt as _;
-use keh_store::outbox::{self, Cursor};
+use keh_events::EventEnvelope;
+use keh_store::outbox::{self, Cursor, Placement};
 use sqlx::{Acquire, PgPool};
 use tokio::sync::mpsc;
 
-use crate::apply::{self, Applied, ApplyError, Fact, Schema};
+use crate::apply::{self, Applied, ApplyError, Schema};
 use crate::projector::SWAP_LOCK;
 
 const NEXT: &str = "read_model_next";
@@ -42,10 +43,12 @@ pub struct Rebuilt {
     pub listings: i64,
 }
 
-/// Rebuilds every read model from the event store and swaps it in. `progress(done, total)`
-/// is called after each chunk.
+/// Rebuilds every read model from the event store and swaps it in. `partitions`: the
+/// stream's partition count (each event is replayed as the envelope the stream carries).
+/// `progress(done, total)` is called after each chunk.
 pub async fn rebuild(
     pool: &PgPool,
+    partitions: u32,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Rebuilt, ApplyError> {
     let next = Schema::new(NEXT)
@@ -62,7 +65,8 @@ pub async fn rebuild(
     let deferred = Deferred::take(pool, &next).await?;
     let mut done = 0_u64;
     let phase = std::time::Instant::now();
-    let mut cursor = load(pool, &next, |count| {
+    let placement = Placement::Partitions(partitions);
+    let mut cursor = load(pool, &next, placement, |count| {
         done += count;
         progress(done, total.max(done));
     })
@@ -108,7 +112,7 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     loop {
-        let (moved, count) = replay_chunk(&mut tx, &next, cursor).await?;
+        let (moved, count) = replay_chunk(&mut tx, &next, cursor, placement).await?;
         if count == 0 {
             break;
         }
@@ -149,9 +153,10 @@ pub async fn rebuild(
 async fn load(
     pool: &PgPool,
     schema: &Schema,
+    placement: Placement,
     mut loaded: impl FnMut(u64),
 ) -> Result<Cursor, ApplyError> {
-    let (chunks, mut ready) = mpsc::channel::<Result<(Cursor, Vec<Fact>), ApplyError>>(1);
+    let (chunks, mut ready) = mpsc::channel::<Result<(Cursor, Vec<EventEnvelope>), ApplyError>>(1);
     let reader = {
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -159,14 +164,14 @@ async fn load(
             loop {
                 let read: Result<_, ApplyError> = async {
                     let mut connection = pool.acquire().await?;
-                    Ok(outbox::read_after(&mut *connection, cursor, CHUNK).await?)
+                    Ok(outbox::read_after(&mut *connection, cursor, CHUNK, placement).await?)
                 }
                 .await;
                 let chunk = match read {
                     Ok(events) if events.is_empty() => return,
                     Ok(events) => {
                         cursor = events.last().map_or(cursor, |e| e.cursor);
-                        Ok((cursor, events.into_iter().map(Fact::from).collect()))
+                        Ok((cursor, events.into_iter().map(|e| e.envelope).collect()))
                     }
                     Err(error) => Err(error),
                 };
@@ -189,9 +194,9 @@ async fn load(
         let count = u64::try_from(facts.len()).unwrap_or(0);
         // A listing's events all go to the same applier, in order; the appliers share no
         // row, so their transactions never wait for one another.
-        let mut parts: Vec<Vec<Fact>> = (0..appliers).map(|_| Vec::new()).collect();
+        let mut parts: Vec<Vec<EventEnvelope>> = (0..appliers).map(|_| Vec::new()).collect();
         for fact in facts {
-            let hash = keh_events::subject::fnv1a32(fact.listing_key.as_bytes());
+            let hash = keh_events::subject::fnv1a32(fact.listing_key.as_str().as_bytes());
             let part = usize::try_from(hash).unwrap_or_default() % appliers;
             parts[part].push(fact);
         }
@@ -301,13 +306,14 @@ async fn replay_chunk(
     connection: &mut sqlx::PgConnection,
     schema: &Schema,
     after: Cursor,
+    placement: Placement,
 ) -> Result<(Cursor, u64), ApplyError> {
-    let events = outbox::read_after(&mut *connection, after, CHUNK).await?;
+    let events = outbox::read_after(&mut *connection, after, CHUNK, placement).await?;
     let Some(last) = events.last().map(|e| e.cursor) else {
         return Ok((after, 0));
     };
     let count = u64::try_from(events.len()).unwrap_or(0);
-    let facts: Vec<Fact> = events.into_iter().map(Fact::from).collect();
+    let facts: Vec<EventEnvelope> = events.into_iter().map(|e| e.envelope).collect();
     let _: Applied = apply::apply(connection, schema, facts).await?;
     Ok((last, count))
 }

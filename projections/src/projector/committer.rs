@@ -5,7 +5,7 @@ use super::*;
 
 /// One batch handed to the committer, and where its outcome goes.
 pub(super) struct Submission {
-    pub(super) facts: Vec<Fact>,
+    pub(super) facts: Vec<EventEnvelope>,
     pub(super) done: oneshot::Sender<Result<(), ApplyError>>,
 }
 
@@ -53,7 +53,7 @@ impl<A: Applier> Committer<A> {
             let _ = done.send(self.commit(facts).await);
             return;
         }
-        let together: Vec<Fact> = waiting.iter().flat_map(|s| s.facts.clone()).collect();
+        let together: Vec<EventEnvelope> = waiting.iter().flat_map(|s| s.facts.clone()).collect();
         if self.commit(together).await.is_ok() {
             for submission in waiting {
                 let _ = submission.done.send(Ok(()));
@@ -66,7 +66,7 @@ impl<A: Applier> Committer<A> {
     }
 
     /// Applies `facts` in one committed transaction and records the metrics.
-    pub(super) async fn commit(&self, facts: Vec<Fact>) -> Result<(), ApplyError> {
+    pub(super) async fn commit(&self, facts: Vec<EventEnvelope>) -> Result<(), ApplyError> {
         let oldest = facts.iter().map(|f| f.recorded_at).min();
         let _timer = keh_platform::metrics::db_timer(&self.operation);
         let mut tx = self.pool.begin().await?;

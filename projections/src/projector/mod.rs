@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::apply::{self, Applied, ApplyError, Fact, Schema};
+use crate::apply::{self, Applied, ApplyError, Schema};
 
 mod committer;
 mod partition;
@@ -57,7 +57,7 @@ pub trait Applier: Send + Sync + 'static {
     fn apply<'a>(
         &'a self,
         connection: &'a mut PgConnection,
-        facts: Vec<Fact>,
+        facts: Vec<EventEnvelope>,
     ) -> impl Future<Output = Result<Applied, ApplyError>> + Send + 'a;
 }
 
@@ -70,7 +70,7 @@ impl Applier for ReadModel {
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        facts: Vec<Fact>,
+        facts: Vec<EventEnvelope>,
     ) -> Result<Applied, ApplyError> {
         hold_shared(connection, SWAP_LOCK).await?;
         apply::apply(connection, &Schema::live(), facts).await

@@ -158,14 +158,14 @@ impl PartitionWorker {
         let mut parsed = Vec::with_capacity(batch.len());
         for message in batch {
             match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-                Ok(envelope) => parsed.push((message, Fact::from(envelope))),
+                Ok(envelope) => parsed.push((message, envelope)),
                 Err(error) => self.park(&message, None, &error.to_string()).await?,
             }
         }
         if parsed.is_empty() {
             return Ok(());
         }
-        let facts: Vec<Fact> = parsed.iter().map(|(_, f)| f.clone()).collect();
+        let facts: Vec<EventEnvelope> = parsed.iter().map(|(_, f)| f.clone()).collect();
         // One span per traced message, continuing the trace its publisher put in the
         // `traceparent` header; each lasts until its batch is committed (or fails).
         let _spans: Vec<tracing::Span> = parsed
@@ -222,7 +222,7 @@ impl PartitionWorker {
     pub(super) fn apply_span(
         &self,
         message: &jetstream::Message,
-        fact: &Fact,
+        fact: &EventEnvelope,
     ) -> Option<tracing::Span> {
         let traceparent = message
             .headers
@@ -237,7 +237,7 @@ impl PartitionWorker {
             messaging.consumer.group.name = %self.name,
             messaging.message.id = %fact.event_id,
             listing_key = %fact.listing_key,
-            sequence = fact.sequence,
+            sequence = fact.sequence.get(),
         );
         keh_platform::telemetry::set_parent(&span, Some(traceparent));
         Some(span)
@@ -245,7 +245,10 @@ impl PartitionWorker {
 
     /// Applies `facts` through the replica's committer (in one committed transaction,
     /// maybe with other partitions' batches); returns once it has committed or failed.
-    pub(super) async fn apply_committed(&self, facts: Vec<Fact>) -> Result<(), apply::ApplyError> {
+    pub(super) async fn apply_committed(
+        &self,
+        facts: Vec<EventEnvelope>,
+    ) -> Result<(), apply::ApplyError> {
         let (done, outcome) = oneshot::channel();
         let closed = || ApplyError::Database(sqlx::Error::PoolClosed);
         self.committer
@@ -258,7 +261,7 @@ impl PartitionWorker {
     pub(super) async fn park(
         &self,
         message: &jetstream::Message,
-        fact: Option<&Fact>,
+        fact: Option<&EventEnvelope>,
         reason: &str,
     ) -> Result<(), ConsumeError> {
         let event_id = message

@@ -4,6 +4,7 @@
 //! here are the checks that need the clock or several fields, each reported per field.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use keh_events::ListingKey;
 use keh_events::listing::{DetailsPatch, ListingDetails, Text2k, double_option};
 use keh_events::reso::{
     MediaCategory, OpenHouseType, Price, PropertyType, Remarks, ShortText, StandardStatus,
@@ -148,10 +149,18 @@ keh_events::with_detail_fields!(define_requests);
 impl CreateListingRequest {
     pub(crate) fn into_command(
         mut self,
-        generated_key: ShortText,
+        generated_key: ListingKey,
         now: DateTime<Utc>,
     ) -> Result<CreateListing, Vec<FieldError>> {
         let mut checks = Checks::default();
+        let listing_key = match self.listing_key.take() {
+            Some(text) => checks.take(ListingKey::new(text.as_str()).map_err(|e| FieldError {
+                field: "ListingKey".to_owned(),
+                rule: "invalid".to_owned(),
+                message: format!("ListingKey {e}"),
+            })),
+            None => Some(generated_key),
+        };
         let at = checks.take(effective(
             self.original_entry_timestamp,
             "OriginalEntryTimestamp",
@@ -173,17 +182,19 @@ impl CreateListingRequest {
             checks.take(expiration_in_range(expiration));
         }
         let details = self.take_details();
-        let value = match (at, contract, on_market) {
-            (Some(at), Some(listing_contract_date), Some(on_market_date)) => Some(CreateListing {
-                listing_key: self.listing_key.unwrap_or(generated_key),
-                standard_status: self.standard_status.unwrap_or(StandardStatus::Active),
-                property_type: self.property_type,
-                list_price: self.list_price,
-                listing_contract_date,
-                on_market_date,
-                details,
-                at,
-            }),
+        let value = match (listing_key, at, contract, on_market) {
+            (Some(listing_key), Some(at), Some(listing_contract_date), Some(on_market_date)) => {
+                Some(CreateListing {
+                    listing_key,
+                    standard_status: self.standard_status.unwrap_or(StandardStatus::Active),
+                    property_type: self.property_type,
+                    list_price: self.list_price,
+                    listing_contract_date,
+                    on_market_date,
+                    details,
+                    at,
+                })
+            }
             _ => None,
         };
         checks.finish(value)

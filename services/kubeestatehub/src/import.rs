@@ -12,9 +12,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use keh_events::Metadata;
 use keh_events::listing::{DetailsPatch, ListingDetails};
 use keh_events::reso::{Price, PropertyType, ShortText, StandardStatus};
+use keh_events::{ListingKey, Metadata};
 use keh_http::FieldError;
 use keh_listing::command::{ChangePrice, ChangeStatus, CreateListing, UpdateDetails};
 use keh_listing::{Listing, ListingCommand, lifecycle};
@@ -265,7 +265,8 @@ fn plan(row: &ImportRow, listing: &Listing) -> Result<Vec<ListingCommand>, Strin
                 _ => StandardStatus::Active,
             };
             commands.push(ListingCommand::Create(CreateListing {
-                listing_key: row.listing_key.clone(),
+                listing_key: ListingKey::new(row.listing_key.as_str())
+                    .map_err(|e| format!("ListingKey {e}"))?,
                 standard_status: initial,
                 property_type,
                 list_price: row.original_list_price.unwrap_or(list_price),

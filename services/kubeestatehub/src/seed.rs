@@ -11,12 +11,12 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-use keh_events::Metadata;
 use keh_events::listing::ListingDetails;
 use keh_events::reso::{
     Area, Latitude, LivingAreaUnits, Longitude, Price, PropertyType, RoomCount, ShortText,
     StandardStatus, Year,
 };
+use keh_events::{ListingKey, Metadata};
 use keh_listing::ListingCommand;
 use keh_listing::command::{ChangePrice, ChangeStatus, CreateListing};
 use keh_store::{ExecuteError, Store};
@@ -252,7 +252,7 @@ fn details_with_address(
         _ => None,
     };
     let mut commands = Vec::new();
-    let (Some(listing_key), Some(list_price)) = (text(key), money(*price)) else {
+    let (Ok(listing_key), Some(list_price)) = (ListingKey::new(key), money(*price)) else {
         return commands;
     };
     commands.push(ListingCommand::Create(CreateListing {

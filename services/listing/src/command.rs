@@ -2,6 +2,7 @@
 //! at the edge); what remains to decide is whether the listing's state allows it.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use keh_events::ListingKey;
 use keh_events::listing::{DetailsPatch, ListingDetails, Text2k};
 use keh_events::reso::{
     MediaCategory, OpenHouseType, Price, PropertyType, Remarks, ShortText, StandardStatus,
@@ -23,7 +24,7 @@ pub enum ListingCommand {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreateListing {
-    pub listing_key: ShortText,
+    pub listing_key: ListingKey,
     pub standard_status: StandardStatus,
     pub property_type: PropertyType,
     pub list_price: Price,

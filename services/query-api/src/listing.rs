@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use keh_auth::Caller;
+use keh_events::{ListingKey, Sequence};
 use keh_http::Problem;
 use keh_store::outbox;
 use serde_json::{Value, json};
@@ -19,24 +20,24 @@ use crate::visibility::{hidden_from, may_see_private, visible};
 use crate::{MAX_WAIT, QueryApi, SCHEMA, database_problem};
 
 /// A listing's entity tag: its version, `"N"` (what commands take back as `If-Match`).
-pub(crate) fn etag(version: i64) -> String {
+pub(crate) fn etag(version: Sequence) -> String {
     format!("\"{version}\"")
 }
 
 /// `response` tagged with the listing's version.
-fn tagged(mut response: Response, version: i64) -> Response {
+fn tagged(mut response: Response, version: Sequence) -> Response {
     if let Ok(etag) = HeaderValue::from_str(&etag(version)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
 }
 
-fn with_etag(state: Value, version: i64, caller: &Caller) -> Response {
+fn with_etag(state: Value, version: Sequence, caller: &Caller) -> Response {
     tagged(Json(visible(state, caller)).into_response(), version)
 }
 
 /// 304 for a client that has version `version` of the listing.
-fn not_modified(version: i64) -> Response {
+fn not_modified(version: Sequence) -> Response {
     tagged(
         axum::http::StatusCode::NOT_MODIFIED.into_response(),
         version,
@@ -44,16 +45,18 @@ fn not_modified(version: i64) -> Response {
 }
 
 /// A `ListingKey` from the path: 1 to 255 characters, no control characters.
-pub(crate) fn listing_key(raw: &str) -> Result<&str, Problem> {
-    keh_events::reso::ShortText::exact(raw)
-        .map(|_| raw)
-        .map_err(|message| {
-            Problem::bad_request("invalid-path-parameter", format!("ListingKey {message}"))
-                .with_field("ListingKey", "invalid-value", message)
-        })
+pub(crate) fn listing_key(raw: &str) -> Result<ListingKey, Problem> {
+    ListingKey::new(raw).map_err(|error| {
+        let message = error.to_string();
+        Problem::bad_request("invalid-path-parameter", format!("ListingKey {message}")).with_field(
+            "ListingKey",
+            "invalid-value",
+            message,
+        )
+    })
 }
 
-pub(crate) fn no_listing(key: &str) -> Problem {
+pub(crate) fn no_listing(key: &ListingKey) -> Problem {
     Problem::not_found(format!("no listing has ListingKey {key}")).with_field(
         "ListingKey",
         "not-found",
@@ -72,7 +75,7 @@ pub(crate) async fn read(
     request: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    listing_key(&key)?;
+    let key = listing_key(&key)?;
     params.only(&["as_of", "min_version", "wait_ms"])?;
     let as_of = params.timestamp("as_of")?;
     let min_version = params.integer("min_version", 1, i64::MAX)?;
@@ -95,7 +98,7 @@ pub(crate) async fn read(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let timer = keh_platform::metrics::db_timer("query.read");
-        let row: Option<(i64, Value)> = sqlx::query_as(&format!(
+        let row: Option<(Sequence, Value)> = sqlx::query_as(&format!(
             "SELECT version, state FROM {SCHEMA}.listings WHERE listing_key = $1"
         ))
         .bind(&key)
@@ -113,7 +116,7 @@ pub(crate) async fn read(
         }
         let reached = match (&row, min_version) {
             (_, None) => true,
-            (Some((version, _)), Some(min)) => *version >= min,
+            (Some((version, _)), Some(min)) => i64::from(*version) >= min,
             (None, Some(_)) => false,
         };
         if reached {
@@ -133,7 +136,7 @@ pub(crate) async fn read(
                 .map_err(|e| database_problem(&e))?;
             match stored {
                 None => return Err(no_listing(&key)),
-                Some(stored) if stored < min => {
+                Some(stored) if i64::from(stored) < min => {
                     return Err(Problem::not_found(format!(
                         "listing {key} has {stored} versions, not {min}"
                     ))
@@ -143,7 +146,7 @@ pub(crate) async fn read(
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            let current = row.map_or(0, |(v, _)| v);
+            let current = row.map_or(0, |(v, _)| v.get());
             let mut problem = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "projection-behind",
@@ -154,7 +157,7 @@ pub(crate) async fn read(
                 ),
             );
             problem.retry_after_secs = Some(1);
-            problem.current_version = u64::try_from(current).ok();
+            problem.current_version = Some(current);
             return Err(problem);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -163,7 +166,7 @@ pub(crate) async fn read(
 
 async fn read_as_of(
     api: &QueryApi,
-    key: &str,
+    key: &ListingKey,
     as_of: DateTime<Utc>,
     caller: &Caller,
 ) -> Result<Response, Problem> {
@@ -183,7 +186,8 @@ async fn read_as_of(
     {
         return Err(no_listing(key));
     }
-    let events = outbox::listing_events(&api.shared.pool, key, 0, None, Some(as_of))
+    let partition = api.shared.layout.partition_of(key.as_str());
+    let events = outbox::listing_events(&api.shared.pool, key, None, None, Some(as_of), partition)
         .await
         .map_err(|error| match error {
             outbox::ReadError::Database(e) => database_problem(&e),
@@ -192,7 +196,7 @@ async fn read_as_of(
                 Problem::internal()
             }
         })?;
-    let listing = keh_listing::aggregate::replay(events.into_iter().map(|e| e.event));
+    let listing = keh_listing::aggregate::replay(events.into_iter().map(|e| e.envelope.event));
     let Some(state) = listing.state() else {
         return Err(
             Problem::not_found(format!("listing {key} did not exist at {as_of}")).with_field(
@@ -212,11 +216,11 @@ async fn read_as_of(
             ),
         );
     }
-    Ok(with_etag(
-        value,
-        i64::try_from(listing.version()).unwrap_or(0),
-        caller,
-    ))
+    let version = Sequence::try_from(listing.version()).map_err(|error| {
+        tracing::error!(%error, "a replayed listing has no valid version");
+        Problem::internal()
+    })?;
+    Ok(with_etag(value, version, caller))
 }
 
 /// `GET /api/v1/listings/{key}/history`: every event, oldest first.
@@ -227,7 +231,7 @@ pub(crate) async fn history(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    listing_key(&key)?;
+    let key = listing_key(&key)?;
     params.only(&[])?;
     let _timer = keh_platform::metrics::db_timer("query.history");
     // Private fields in the history are for whoever may see them on the listing today.

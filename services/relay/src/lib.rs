@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use keh_events::envelope::headers;
 use keh_events::subject::{SubjectLayout, fnv1a32};
-use keh_events::{EventEnvelope, SCHEMA_VERSION};
+
 use keh_platform::health::Check;
 use keh_store::outbox::{self, Cursor, StoredEvent};
 use sqlx::postgres::{PgConnectOptions, PgListener};
@@ -374,8 +374,13 @@ impl Relay {
                 },
             };
             let timer = keh_platform::metrics::db_timer("outbox.read");
-            let batch =
-                outbox::read_after(&mut *leader, current.cursor, self.settings.batch_size).await?;
+            let batch = outbox::read_after(
+                &mut *leader,
+                current.cursor,
+                self.settings.batch_size,
+                outbox::Placement::Partitions(self.settings.partitions),
+            )
+            .await?;
             drop(timer);
             if batch.is_empty() {
                 if let Some((cursor, event_id)) = unsaved.take() {
@@ -400,7 +405,7 @@ impl Relay {
             let (reached, end) = self.publish(&batch, current).await;
             if reached != current {
                 if let Some(last) = batch.iter().find(|e| e.cursor == reached.cursor) {
-                    unsaved = Some((reached.cursor, last.event_id));
+                    unsaved = Some((reached.cursor, last.envelope.event_id));
                 }
                 if last_saved.elapsed() >= CHECKPOINT_EVERY
                     && let Some((cursor, event_id)) = unsaved.take()

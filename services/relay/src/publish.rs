@@ -24,12 +24,12 @@ impl Relay {
                 None => Expected::Sequence(start.stream_sequence),
                 Some(id) => Expected::MessageId(id),
             };
-            previous = Some(event.event_id);
+            previous = Some(event.envelope.event_id);
             let span = self.publish_span(event);
             let traceparent = span
                 .as_ref()
                 .and_then(|span| span.in_scope(keh_platform::telemetry::current_traceparent))
-                .or_else(|| event.metadata.traceparent.clone());
+                .or_else(|| event.traceparent.clone());
             let message = match self.message(event, expected, traceparent) {
                 Ok(message) => message,
                 Err(error) => {
@@ -37,9 +37,10 @@ impl Relay {
                     break;
                 }
             };
-            let subject = self
-                .layout
-                .event_subject(&event.listing_key, event.event.event_type());
+            let subject = self.layout.event_subject(
+                event.envelope.listing_key.as_str(),
+                event.envelope.event.event_type(),
+            );
             match self.jetstream.send_publish(subject, message).await {
                 Ok(ack) => pending.push((event, ack, span)),
                 Err(error) => {
@@ -63,7 +64,7 @@ impl Relay {
                     // behind it in this pipeline are refused; they go again from here.
                     self.metrics.duplicates.inc();
                     reached.cursor = event.cursor;
-                    duplicate = Some(event.event_id);
+                    duplicate = Some(event.envelope.event_id);
                 }
                 Ok(ack) => {
                     self.metrics.published.inc();
@@ -72,7 +73,7 @@ impl Relay {
                         stream_sequence: ack.sequence,
                     };
                     self.metrics.lag.observe(
-                        (chrono::Utc::now() - event.recorded_at)
+                        (chrono::Utc::now() - event.envelope.recorded_at)
                             .as_seconds_f64()
                             .max(0.0),
                     );
@@ -91,16 +92,16 @@ impl Relay {
     /// The span of one traced event's publication: a child of the command that stored it
     /// (its metadata's `traceparent`). Untraced events (seed, import) get none.
     pub(crate) fn publish_span(&self, event: &StoredEvent) -> Option<tracing::Span> {
-        let traceparent = event.metadata.traceparent.as_deref()?;
+        let traceparent = event.traceparent.as_deref()?;
         let span = tracing::info_span!(
             "publish",
             otel.name = %format_args!("publish {}", self.settings.stream),
             otel.kind = "producer",
             messaging.system = "nats",
             messaging.destination.name = %self.settings.stream,
-            messaging.message.id = %event.event_id,
-            listing_key = %event.listing_key,
-            sequence = event.sequence,
+            messaging.message.id = %event.envelope.event_id,
+            listing_key = %event.envelope.listing_key,
+            sequence = event.envelope.sequence.get(),
         );
         keh_platform::telemetry::set_parent(&span, Some(traceparent));
         Some(span)
@@ -112,39 +113,26 @@ impl Relay {
         expected: Expected,
         traceparent: Option<String>,
     ) -> Result<PublishMessage, RelayError> {
-        let envelope = EventEnvelope {
-            event_id: event.event_id,
-            schema_version: SCHEMA_VERSION.to_owned(),
-            listing_key: event.listing_key.clone(),
-            sequence: u64::try_from(event.sequence).unwrap_or_default(),
-            global_position: event.cursor.global_position,
-            effective_at: event.event.effective_at(),
-            recorded_at: event.recorded_at,
-            actor: event.metadata.actor.clone(),
-            correlation_id: event.metadata.correlation_id,
-            causation_id: event.metadata.causation_id,
-            partition: self.layout.partition_of(&event.listing_key),
-            event: event.event.clone(),
-        };
+        let envelope = &event.envelope;
         let payload = if self.settings.redact_private {
-            let mut value = serde_json::to_value(&envelope)
-                .map_err(|e| RelayError::JetStream(e.to_string()))?;
+            let mut value =
+                serde_json::to_value(envelope).map_err(|e| RelayError::JetStream(e.to_string()))?;
             keh_events::public::redact_public(&mut value);
             serde_json::to_vec(&value)
         } else {
-            serde_json::to_vec(&envelope)
+            serde_json::to_vec(envelope)
         }
         .map_err(|e| RelayError::JetStream(e.to_string()))?;
         let mut message = PublishMessage::build()
             .payload(Bytes::from(payload))
-            .message_id(event.event_id.to_string())
-            .header(headers::EVENT_TYPE, event.event.event_type())
-            .header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
-            .header(headers::LISTING_KEY, event.listing_key.as_str())
-            .header(headers::SEQUENCE, event.sequence.to_string().as_str())
+            .message_id(envelope.event_id.to_string())
+            .header(headers::EVENT_TYPE, envelope.event.event_type())
+            .header(headers::SCHEMA_VERSION, envelope.schema_version.as_str())
+            .header(headers::LISTING_KEY, envelope.listing_key.as_str())
+            .header(headers::SEQUENCE, envelope.sequence.to_string().as_str())
             .header(
                 headers::GLOBAL_POSITION,
-                event.cursor.global_position.to_string().as_str(),
+                envelope.global_position.to_string().as_str(),
             )
             .header(
                 headers::EFFECTIVE_AT,
@@ -152,15 +140,15 @@ impl Relay {
             )
             .header(
                 headers::RECORDED_AT,
-                event.recorded_at.to_rfc3339().as_str(),
+                envelope.recorded_at.to_rfc3339().as_str(),
             )
             .header(
                 headers::CORRELATION_ID,
-                event.metadata.correlation_id.to_string().as_str(),
+                envelope.correlation_id.to_string().as_str(),
             )
             .header(
                 headers::CAUSATION_ID,
-                event.metadata.causation_id.to_string().as_str(),
+                envelope.causation_id.to_string().as_str(),
             )
             .header(headers::CONTENT_TYPE, "application/json");
         message = match expected {

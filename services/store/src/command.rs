@@ -242,7 +242,8 @@ impl Store {
                 "this listing belongs to another agent; only its agent (or an administrator) may change it",
             ));
         }
-        let current = u64::try_from(context.current_sequence).unwrap_or(u64::MAX);
+        // Lossless: `usize` is at most 64 bits wide.
+        let current = context.current_sequence as u64;
         if let Some(expected) = expected_versions
             && !expected.contains(&current)
         {

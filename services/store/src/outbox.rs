@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use keh_events::{ListingEvent, Metadata, SCHEMA_VERSION};
+use keh_events::subject::partition_of;
+use keh_events::{EventEnvelope, ListingEvent, ListingKey, Metadata, SCHEMA_VERSION, Sequence};
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
@@ -28,16 +29,14 @@ impl Cursor {
     };
 }
 
-/// A committed event as stored.
+/// A committed event as the relay, rebuilds and gap repairs read it: the very envelope its
+/// subscribers receive, its place in the global order, and the command's trace context.
 #[derive(Clone, Debug)]
 pub struct StoredEvent {
-    pub event_id: Uuid,
-    pub listing_key: String,
-    pub sequence: i64,
-    pub event: ListingEvent,
-    pub metadata: Metadata,
+    pub envelope: EventEnvelope,
     pub cursor: Cursor,
-    pub recorded_at: DateTime<Utc>,
+    /// W3C trace context of the command that stored it (the relay continues it).
+    pub traceparent: Option<String>,
 }
 
 /// A stored row that cannot be read as a current event (a bug or a missing upcaster).
@@ -60,7 +59,16 @@ const COLUMNS: &str =
     "event_id, aggregate_id, sequence, event_type, event_version, payload::text AS payload,
     metadata::text AS metadata, tx_id::text AS tx_text, global_position, recorded_at";
 
-fn decode(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, ReadError> {
+/// Which partition an event's listing is in.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    /// The stream's partition count: each listing's partition follows from its key.
+    Partitions(u32),
+    /// Every event read is of one listing, whose partition this is.
+    Partition(u32),
+}
+
+fn decode(row: &sqlx::postgres::PgRow, placement: Placement) -> Result<StoredEvent, ReadError> {
     let event_id: Uuid = row.try_get("event_id")?;
     let event_type: String = row.try_get("event_type")?;
     let version: String = row.try_get("event_version")?;
@@ -83,19 +91,34 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, ReadError> {
     let metadata: HashMap<String, String> =
         serde_json::from_str(&metadata).map_err(|e| undecodable(format!("metadata: {e}")))?;
     let tx_id: String = row.try_get("tx_text")?;
+    let cursor = Cursor {
+        tx_id: tx_id
+            .parse()
+            .map_err(|_| undecodable(format!("tx_id {tx_id}")))?,
+        global_position: row.try_get("global_position")?,
+    };
+    let metadata = Metadata::from_map(&metadata);
+    let listing_key: ListingKey = row.try_get("aggregate_id")?;
     Ok(StoredEvent {
-        event_id,
-        listing_key: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event,
-        metadata: Metadata::from_map(&metadata),
-        cursor: Cursor {
-            tx_id: tx_id
-                .parse()
-                .map_err(|_| undecodable(format!("tx_id {tx_id}")))?,
-            global_position: row.try_get("global_position")?,
+        envelope: EventEnvelope {
+            event_id,
+            schema_version: version,
+            partition: match placement {
+                Placement::Partitions(count) => partition_of(listing_key.as_str(), count),
+                Placement::Partition(partition) => partition,
+            },
+            listing_key,
+            sequence: row.try_get("sequence")?,
+            global_position: cursor.global_position,
+            effective_at: event.effective_at(),
+            recorded_at: row.try_get("recorded_at")?,
+            actor: metadata.actor,
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            event,
         },
-        recorded_at: row.try_get("recorded_at")?,
+        cursor,
+        traceparent: metadata.traceparent,
     })
 }
 
@@ -105,6 +128,7 @@ pub async fn read_after(
     executor: impl PgExecutor<'_>,
     after: Cursor,
     limit: i64,
+    placement: Placement,
 ) -> Result<Vec<StoredEvent>, ReadError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events
@@ -119,7 +143,7 @@ pub async fn read_after(
         .bind(limit)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(decode).collect()
+    rows.iter().map(|row| decode(row, placement)).collect()
 }
 
 /// Whether committed events exist that are still held back behind a running transaction
@@ -208,15 +232,16 @@ pub async fn load_checkpoint(
     Ok(row.and_then(cursor_from_row))
 }
 
-/// The committed events of one listing with `sequence > after`, optionally only up to
+/// The committed events of one listing after sequence `after` (all of them for `None`), optionally only up to
 /// sequence `up_to` and only those recorded at or before `recorded_until`, in sequence order
 /// (gap repair, `as_of` reads).
 pub async fn listing_events(
     executor: impl PgExecutor<'_>,
-    listing_key: &str,
-    after: i64,
-    up_to: Option<i64>,
+    listing_key: &ListingKey,
+    after: Option<Sequence>,
+    up_to: Option<Sequence>,
     recorded_until: Option<DateTime<Utc>>,
+    partition: u32,
 ) -> Result<Vec<StoredEvent>, ReadError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events
@@ -227,12 +252,14 @@ pub async fn listing_events(
     );
     let rows = sqlx::query(&sql)
         .bind(listing_key)
-        .bind(after)
+        .bind(after.map_or(0, i64::from))
         .bind(up_to)
         .bind(recorded_until)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(decode).collect()
+    rows.iter()
+        .map(|row| decode(row, Placement::Partition(partition)))
+        .collect()
 }
 
 /// How many events the store holds (a rebuild's progress total).
@@ -246,8 +273,8 @@ pub async fn event_count(executor: impl PgExecutor<'_>) -> Result<u64, sqlx::Err
 /// The last sequence stored for a listing, or `None` when it has no events.
 pub async fn last_sequence(
     executor: impl PgExecutor<'_>,
-    listing_key: &str,
-) -> Result<Option<i64>, sqlx::Error> {
+    listing_key: &ListingKey,
+) -> Result<Option<Sequence>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
     )

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 use keh_events::listing::ListingEvent;
-use keh_projections::apply::{Applied, ApplyError, Fact};
+use keh_events::{EventEnvelope, ListingKey, Sequence};
+use keh_projections::apply::{self, Applied, ApplyError};
 use keh_projections::projector::Applier;
-use keh_store::outbox;
 use sqlx::PgConnection;
 
 use super::{ANALYTICS_LOCK, SeriesKey, series_of};
@@ -21,51 +21,45 @@ impl Applier for MarketApplier {
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        facts: Vec<Fact>,
+        facts: Vec<EventEnvelope>,
     ) -> Result<Applied, ApplyError> {
         keh_projections::projector::hold_shared(connection, ANALYTICS_LOCK).await?;
         apply_facts(connection, facts).await
     }
 }
 
-/// Folds `facts` into the listings' market facts (duplicates skipped, gaps repaired from
+/// Folds `events` into the listings' market facts (duplicates skipped, gaps repaired from
 /// the event store) and marks the series they change dirty, in the caller's transaction.
 pub async fn apply_facts(
     connection: &mut PgConnection,
-    facts: Vec<Fact>,
+    events: Vec<EventEnvelope>,
 ) -> Result<Applied, ApplyError> {
     let mut outcome = Applied::default();
-    let mut by_listing: BTreeMap<String, BTreeMap<i64, ListingEvent>> = BTreeMap::new();
-    for fact in facts {
-        let slot = by_listing.entry(fact.listing_key).or_default();
-        if slot.insert(fact.sequence, fact.event).is_some() {
-            outcome.duplicates += 1;
-        }
-    }
+    let by_listing = apply::by_listing(events, &mut outcome);
     if by_listing.is_empty() {
         return Ok(outcome);
     }
-    let keys: Vec<String> = by_listing.keys().cloned().collect();
+    let keys: Vec<&ListingKey> = by_listing.keys().collect();
     // As text, parsed straight into the typed facts: a `serde_json::Value` tree of every
     // listing's timeline first was the analytics worker's largest cost under load (perf).
-    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+    let rows: Vec<(ListingKey, Sequence, String)> = sqlx::query_as(
         "SELECT listing_key, version, facts::text FROM analytics.listing_facts
           WHERE listing_key = ANY($1) ORDER BY listing_key FOR UPDATE",
     )
     .bind(&keys)
     .fetch_all(&mut *connection)
     .await?;
-    let mut current: HashMap<String, (i64, String)> = rows
+    let mut current: HashMap<ListingKey, (Sequence, String)> = rows
         .into_iter()
         .map(|(key, version, facts)| (key, (version, facts)))
         .collect();
 
-    let mut written: Vec<(String, i64, MarketFacts)> = Vec::new();
+    let mut written: Vec<(ListingKey, Sequence, MarketFacts)> = Vec::new();
     let mut marks: BTreeMap<SeriesKey, NaiveDate> = BTreeMap::new();
     for (key, events) in by_listing {
-        let (mut version, mut facts) = match current.remove(&key) {
+        let (version, mut facts) = match current.remove(&key) {
             Some((version, value)) => (
-                version,
+                version.get(),
                 Some(
                     serde_json::from_str::<MarketFacts>(&value)
                         .map_err(|e| ApplyError::State(key.clone(), e))?,
@@ -74,40 +68,12 @@ pub async fn apply_facts(
             None => (0, None),
         };
         let before = facts.as_ref().map(series_of).unwrap_or_default();
-        let start = version;
         let mut dirty: Option<NaiveDate> = None;
-        for (sequence, event) in events {
-            if sequence <= version {
-                outcome.duplicates += 1;
-                continue;
-            }
-            if sequence > version + 1 {
-                let missing = outbox::listing_events(
-                    &mut *connection,
-                    &key,
-                    version,
-                    Some(sequence - 1),
-                    None,
-                )
-                .await?;
-                for stored in missing {
-                    outcome.repaired += 1;
-                    version = stored.sequence;
-                    fold(&key, &mut facts, &stored.event, &mut dirty)?;
-                }
-                if version != sequence - 1 {
-                    return Err(ApplyError::Missing {
-                        listing: key,
-                        from: version + 1,
-                        to: sequence - 1,
-                    });
-                }
-            }
-            version = sequence;
-            outcome.applied += 1;
-            fold(&key, &mut facts, &event, &mut dirty)?;
-        }
-        let Some(facts) = facts.filter(|_| version > start) else {
+        let last = apply::in_order(connection, &key, version, events, &mut outcome, |event| {
+            fold(&key, &mut facts, &event.event, &mut dirty)
+        })
+        .await?;
+        let (Some(version), Some(facts)) = (last, facts) else {
             continue;
         };
         if let Some(date) = dirty {
@@ -124,7 +90,7 @@ pub async fn apply_facts(
 }
 
 fn fold(
-    key: &str,
+    key: &ListingKey,
     facts: &mut Option<MarketFacts>,
     event: &ListingEvent,
     dirty: &mut Option<NaiveDate>,
@@ -140,7 +106,7 @@ fn fold(
         // The first event of a listing is always its creation.
         (None, _) => {
             return Err(ApplyError::Missing {
-                listing: key.to_owned(),
+                listing: key.clone(),
                 from: 1,
                 to: 1,
             });
@@ -154,7 +120,7 @@ fn fold(
 
 async fn write_facts(
     connection: &mut PgConnection,
-    rows: &[(String, i64, MarketFacts)],
+    rows: &[(ListingKey, Sequence, MarketFacts)],
 ) -> Result<(), ApplyError> {
     if rows.is_empty() {
         return Ok(());
@@ -169,7 +135,7 @@ async fn write_facts(
     let mut last_dates = Vec::with_capacity(rows.len());
     let mut values = Vec::with_capacity(rows.len());
     for (key, version, facts) in rows {
-        keys.push(key.as_str());
+        keys.push(key);
         versions.push(*version);
         types.push(facts.property_type.as_str());
         cities.push(facts.city.as_deref());

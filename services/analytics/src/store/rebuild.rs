@@ -1,7 +1,7 @@
 //! The analytics rebuild: every derived table from the event store, in one transaction.
 
 use chrono::NaiveDate;
-use keh_projections::apply::{ApplyError, Fact};
+use keh_projections::apply::ApplyError;
 use keh_store::outbox::{self, Cursor};
 use sqlx::PgPool;
 
@@ -18,11 +18,15 @@ pub struct Rebuilt {
 
 /// Deletes every derived analytics table and rebuilds it from the event store, in one
 /// transaction: readers see the old figures until it commits. Report jobs are kept.
+/// `partitions`: the stream's partition count (events are replayed as the stream carries
+/// them).
 pub async fn rebuild(
     pool: &PgPool,
     today: NaiveDate,
+    partitions: u32,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Rebuilt, AnalyticsError> {
+    let placement = outbox::Placement::Partitions(partitions);
     const CHUNK: i64 = 5_000;
     let total = keh_store::outbox::event_count(pool).await?;
     let mut tx = pool.begin().await?;
@@ -38,7 +42,7 @@ pub async fn rebuild(
     let mut cursor = Cursor::START;
     let mut done = 0_u64;
     loop {
-        let events = outbox::read_after(&mut *tx, cursor, CHUNK)
+        let events = outbox::read_after(&mut *tx, cursor, CHUNK, placement)
             .await
             .map_err(ApplyError::from)?;
         let Some(last) = events.last().map(|e| e.cursor) else {
@@ -46,7 +50,7 @@ pub async fn rebuild(
         };
         cursor = last;
         done += u64::try_from(events.len()).unwrap_or(0);
-        apply_facts(&mut tx, events.into_iter().map(Fact::from).collect()).await?;
+        apply_facts(&mut tx, events.into_iter().map(|e| e.envelope).collect()).await?;
         progress(done, total.max(done));
     }
     sqlx::query(

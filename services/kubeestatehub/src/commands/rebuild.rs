@@ -12,7 +12,7 @@ pub(crate) async fn rebuild(settings: &Settings, target: RebuildTarget) -> anyho
     let pool = super::database(settings, "rebuild").await?;
     if matches!(target, RebuildTarget::All | RebuildTarget::ReadModel) {
         let (rebuilt, seconds) = with_progress("rebuilding read models", |progress| {
-            keh_projections::rebuild::rebuild(&pool, progress)
+            keh_projections::rebuild::rebuild(&pool, settings.partitions, progress)
         })
         .await?;
         tracing::info!(
@@ -31,7 +31,7 @@ pub(crate) async fn rebuild(settings: &Settings, target: RebuildTarget) -> anyho
     if matches!(target, RebuildTarget::All | RebuildTarget::Analytics) {
         let today = chrono::Utc::now().date_naive();
         let (rebuilt, seconds) = with_progress("rebuilding market analytics", |progress| {
-            keh_analytics::store::rebuild(&pool, today, progress)
+            keh_analytics::store::rebuild(&pool, today, settings.partitions, progress)
         })
         .await?;
         tracing::info!(

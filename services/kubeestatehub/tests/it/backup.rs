@@ -84,7 +84,7 @@ async fn a_backup_restores_into_an_empty_database_and_a_rebuild_gives_the_same_r
         0,
         "the read model starts empty"
     );
-    keh_projections::rebuild::rebuild(&restored_pool, |_, _| {})
+    keh_projections::rebuild::rebuild(&restored_pool, 8, |_, _| {})
         .await
         .expect("rebuild");
     assert_eq!(
@@ -96,9 +96,10 @@ async fn a_backup_restores_into_an_empty_database_and_a_rebuild_gives_the_same_r
         .fetch_one(&pool)
         .await
         .expect("metrics");
-    let rebuilt = keh_analytics::store::rebuild(&restored_pool, Utc::now().date_naive(), |_, _| {})
-        .await
-        .expect("analytics rebuild");
+    let rebuilt =
+        keh_analytics::store::rebuild(&restored_pool, Utc::now().date_naive(), 8, |_, _| {})
+            .await
+            .expect("analytics rebuild");
     assert_eq!(rebuilt.listings, 40);
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.market_metrics")
         .fetch_one(&restored_pool)

@@ -700,7 +700,7 @@ async fn market_metrics_match_an_independent_day_by_day_computation() {
     // Law 1: a rebuild from the event store gives exactly what the live path computed.
     app.stop().await;
     let live = metrics_checksum(&pool).await;
-    let rebuilt = keh_analytics::store::rebuild(&pool, today, |_, _| {})
+    let rebuilt = keh_analytics::store::rebuild(&pool, today, 4, |_, _| {})
         .await
         .expect("rebuild");
     assert_eq!(rebuilt.listings, 70);

@@ -595,7 +595,7 @@ async fn duplicates_are_skipped_and_a_killed_projector_converges_to_the_rebuild(
         migrated.0.len() > 10 && migrated.1.len() >= 2,
         "{migrated:?}"
     );
-    let rebuilt = keh_projections::rebuild::rebuild(&pool, |_, _| {})
+    let rebuilt = keh_projections::rebuild::rebuild(&pool, 4, |_, _| {})
         .await
         .expect("rebuild");
     assert_eq!(rebuilt.listings, 20);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use keh_events::listing::{ListingCreated, ListingDetails, ListingEvent};
-use keh_events::reso::{Price, PropertyType, ShortText, StandardStatus};
+use keh_events::reso::{Price, PropertyType, StandardStatus};
 use kubeestatehub::Roles;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -82,7 +82,7 @@ async fn events_accepted_while_nats_is_down_are_published_in_order_after_it_retu
 
 fn created_payload(key: &str) -> String {
     let event = ListingEvent::ListingCreated(ListingCreated {
-        listing_key: ShortText::new(key).expect("key"),
+        listing_key: keh_events::ListingKey::new(key).expect("key"),
         standard_status: StandardStatus::Active,
         property_type: PropertyType::Land,
         list_price: Price::new(100_000.into()).expect("price"),

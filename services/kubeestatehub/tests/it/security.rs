@@ -1025,7 +1025,7 @@ async fn unsafe_media_urls_are_refused_at_the_edge_and_redacted_where_old_ones_a
     let published = wait_for_stream(&nats_url(), &format!("KEH_T_{id}"), 3).await;
     assert_eq!(published.len(), 3, "one message per event");
     assert_eq!(published[2].envelope["Data"]["MediaURL"], Value::Null);
-    let rebuilt = keh_projections::rebuild::rebuild(&pool, |_, _| {}).await;
+    let rebuilt = keh_projections::rebuild::rebuild(&pool, 4, |_, _| {}).await;
     assert!(rebuilt.is_ok(), "the old event rebuilds: {rebuilt:?}");
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use cqrs_es::test::TestFramework;
+use keh_events::ListingKey;
 use keh_events::listing::{
     DetailsPatch, ListingCreated, ListingDetails, ListingEvent, ListingPriceChanged,
     ListingStatusChanged, MediaAdded,
@@ -35,7 +36,7 @@ fn day(s: &str) -> NaiveDate {
 
 fn created(status: StandardStatus) -> ListingEvent {
     ListingEvent::ListingCreated(ListingCreated {
-        listing_key: text("L-1"),
+        listing_key: ListingKey::new("L-1").unwrap(),
         standard_status: status,
         property_type: PropertyType::Residential,
         list_price: price(500_000),
@@ -189,7 +190,7 @@ fn change_types_follow_reso_vocabulary() {
 #[test]
 fn create_emits_created_with_original_price_and_on_market_date() {
     let command = CreateListing {
-        listing_key: text("L-1"),
+        listing_key: ListingKey::new("L-1").unwrap(),
         standard_status: StandardStatus::Active,
         property_type: PropertyType::Residential,
         list_price: price(500_000),
