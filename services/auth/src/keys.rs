@@ -162,13 +162,16 @@ impl KeyRing {
         if !self.is_generated() {
             return Ok(true);
         }
-        let rows: Vec<(String, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let rows: Vec<(String, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query!(
             "SELECT kid, secret, retired_at FROM auth.signing_keys
               WHERE retired_at IS NULL OR retired_at > now()
               ORDER BY created_at DESC, kid",
         )
         .fetch_all(pool)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|r| (r.kid, r.secret, r.retired_at))
+        .collect();
         let signer = rows
             .iter()
             .find(|(_, _, retired)| retired.is_none())
@@ -235,12 +238,11 @@ impl KeyRing {
 /// others find it.
 pub async fn ensure_generated(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(KEYS_LOCK)
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext($1))", KEYS_LOCK)
         .execute(&mut *tx)
         .await?;
-    let signing: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM auth.signing_keys WHERE retired_at IS NULL)",
+    let signing = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM auth.signing_keys WHERE retired_at IS NULL) AS "signing!""#,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -256,11 +258,13 @@ async fn insert_key(tx: &mut sqlx::PgConnection) -> Result<String, sqlx::Error> 
     let mut secret = [0_u8; 64];
     rand::rng().fill_bytes(&mut secret);
     let kid = format!("g-{}", &crate::tokens::random_secret()[..16]);
-    sqlx::query("INSERT INTO auth.signing_keys (kid, secret) VALUES ($1, $2)")
-        .bind(&kid)
-        .bind(secret.as_slice())
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO auth.signing_keys (kid, secret) VALUES ($1, $2)",
+        kid,
+        secret.as_slice(),
+    )
+    .execute(tx)
+    .await?;
     Ok(kid)
 }
 
@@ -270,15 +274,14 @@ async fn insert_key(tx: &mut sqlx::PgConnection) -> Result<String, sqlx::Error> 
 /// (`NOTIFY keh_auth`). Returns the new key's id.
 pub async fn rotate(pool: &PgPool, overlap: Duration) -> Result<String, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(KEYS_LOCK)
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext($1))", KEYS_LOCK)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE auth.signing_keys SET retired_at = now() + make_interval(secs => $1)
           WHERE retired_at IS NULL OR retired_at > now() + make_interval(secs => $1)",
+        overlap.as_secs_f64(),
     )
-    .bind(overlap.as_secs_f64())
     .execute(&mut *tx)
     .await?;
     let kid = insert_key(&mut tx).await?;
@@ -288,13 +291,14 @@ pub async fn rotate(pool: &PgPool, overlap: Duration) -> Result<String, sqlx::Er
 
 /// The generated keys, newest first (retired ones included).
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, sqlx::Error> {
-    let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT kid, created_at, retired_at FROM auth.signing_keys ORDER BY created_at DESC, kid",
     )
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
+        .map(|r| (r.kid, r.created_at, r.retired_at))
         .map(|(kid, created_at, retired_at)| KeyInfo {
             kid,
             created_at,

@@ -85,16 +85,18 @@ impl Standings {
         if listening && let Some(standing) = self.cached(user, session) {
             return Ok(standing);
         }
-        let row: Option<(i64, bool, bool)> = sqlx::query_as(
-            "SELECT u.token_epoch, u.disabled,
+        let row = sqlx::query!(
+            r#"SELECT u.token_epoch, u.disabled,
                     EXISTS (SELECT 1 FROM auth.refresh_tokens t
                              WHERE t.family_id = $2 AND t.user_id = u.user_id AND t.revoked_at IS NULL)
-               FROM auth.users u WHERE u.user_id = $1",
+                    AS "session_open!"
+               FROM auth.users u WHERE u.user_id = $1"#,
+            user,
+            session,
         )
-        .bind(user)
-        .bind(session)
         .fetch_optional(pool)
-        .await?;
+        .await?
+        .map(|r| (r.token_epoch, r.disabled, r.session_open));
         let standing = row.map_or(Standing::NoUser, |(epoch, disabled, session_open)| {
             Standing::User {
                 epoch,

@@ -36,8 +36,8 @@ pub fn postgres(pool: sqlx::PgPool, required: bool) -> Check {
     Check::new("postgres", required, move || {
         let pool = pool.clone();
         Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
+            sqlx::query_scalar!("SELECT 1 AS one")
+                .fetch_one(&pool)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -276,10 +276,12 @@ impl Relay {
             let attempt = async {
                 let mut connection = self.database.connect().await?;
                 loop {
-                    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(lock_key)
-                        .fetch_one(&mut connection)
-                        .await?;
+                    let acquired = sqlx::query_scalar!(
+                        r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#,
+                        lock_key,
+                    )
+                    .fetch_one(&mut connection)
+                    .await?;
                     if acquired {
                         return Ok::<_, sqlx::Error>(connection);
                     }

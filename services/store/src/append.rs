@@ -180,18 +180,18 @@ async fn write(pool: &PgPool, group: &[Request]) -> Result<(), Failure> {
     // back (refused); a lost connection leaves its outcome unknown.
     // Through `jsonb` to `json`, as postgres-es's bound `serde_json::Value` (a `jsonb`
     // parameter) arrives in the `json` columns: the stored text is the same either way.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
          SELECT 'Listing', id, seq, ty, ver, p::jsonb::json, m::jsonb::json
            FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
                 AS r(id, seq, ty, ver, p, m)",
+        &ids,
+        &sequences,
+        &types,
+        &versions,
+        &payloads,
+        &metadata,
     )
-    .bind(&ids)
-    .bind(&sequences)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metadata)
     .execute(&mut *connection)
     .await
     .map(|_| ())

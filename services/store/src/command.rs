@@ -333,14 +333,14 @@ impl Store {
 
     /// The listing as it was right after its event number `version` (1-based).
     pub async fn state_at(&self, listing_key: &str, version: i64) -> Result<Listing, ExecuteError> {
-        let payloads: Vec<String> = sqlx::query_scalar(
-            "SELECT payload::text FROM events
+        let payloads: Vec<String> = sqlx::query_scalar!(
+            r#"SELECT payload::text AS "payload!" FROM events
               WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3
-              ORDER BY sequence",
+              ORDER BY sequence"#,
+            Listing::TYPE,
+            listing_key,
+            version,
         )
-        .bind(Listing::TYPE)
-        .bind(listing_key)
-        .bind(version)
         .fetch_all(&self.pool)
         .await
         .map_err(map_sqlx)?;
@@ -357,11 +357,12 @@ impl Store {
         &self,
         scope: &str,
     ) -> Result<Option<IdempotencyRecord>, ExecuteError> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            IdempotencyRecord,
             "SELECT aggregate_id, request_hash, response_status, last_sequence, problem
                FROM idempotency_keys WHERE scope = $1",
+            scope,
         )
-        .bind(scope)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_sqlx)
@@ -374,16 +375,16 @@ impl Store {
         scope: &str,
         record: &IdempotencyRecord,
     ) -> Result<(), ExecuteError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO idempotency_keys (scope, aggregate_id, request_hash, response_status, last_sequence, problem)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope) DO NOTHING",
+            scope,
+            record.aggregate_id,
+            record.request_hash,
+            record.response_status,
+            record.last_sequence,
+            record.problem,
         )
-        .bind(scope)
-        .bind(&record.aggregate_id)
-        .bind(&record.request_hash)
-        .bind(record.response_status)
-        .bind(record.last_sequence)
-        .bind(&record.problem)
         .execute(&self.pool)
         .await
         .map_err(map_sqlx)?;
@@ -392,11 +393,13 @@ impl Store {
 
     /// The listing that holds a `ListingId`, if any.
     pub async fn listing_id_owner(&self, listing_id: &str) -> Result<Option<String>, ExecuteError> {
-        sqlx::query_scalar("SELECT listing_key FROM listing_ids WHERE listing_id = $1")
-            .bind(listing_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_sqlx)
+        sqlx::query_scalar!(
+            "SELECT listing_key FROM listing_ids WHERE listing_id = $1",
+            listing_id,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use keh_events::subject::partition_of;
 use keh_events::{EventEnvelope, ListingEvent, ListingKey, Metadata, SCHEMA_VERSION, Sequence};
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// A position in the global order; `Cursor::START` is before every event.
@@ -53,11 +53,21 @@ pub enum ReadError {
     },
 }
 
-// `tx_id` is read as text (sqlx has no xid8 type) under another name: an output column named
-// `tx_id` would make `ORDER BY tx_id` sort the text, and "10000" < "9999".
-const COLUMNS: &str =
-    "event_id, aggregate_id, sequence, event_type, event_version, payload::text AS payload,
-    metadata::text AS metadata, tx_id::text AS tx_text, global_position, recorded_at";
+/// A row of `events` as the reads below select it. `tx_id` is read as text (sqlx has no
+/// xid8 type) under another name: an output column named `tx_id` would make `ORDER BY tx_id`
+/// sort the text, and "10000" < "9999".
+struct EventRow {
+    event_id: Uuid,
+    aggregate_id: ListingKey,
+    sequence: Sequence,
+    event_type: String,
+    event_version: String,
+    payload: String,
+    metadata: String,
+    tx_text: String,
+    global_position: i64,
+    recorded_at: DateTime<Utc>,
+}
 
 /// Which partition an event's listing is in.
 #[derive(Clone, Copy, Debug)]
@@ -68,58 +78,65 @@ pub enum Placement {
     Partition(u32),
 }
 
-fn decode(row: &sqlx::postgres::PgRow, placement: Placement) -> Result<StoredEvent, ReadError> {
-    let event_id: Uuid = row.try_get("event_id")?;
-    let event_type: String = row.try_get("event_type")?;
-    let version: String = row.try_get("event_version")?;
-    let undecodable = |reason: String| ReadError::Undecodable {
-        event_id,
-        event_type: event_type.clone(),
-        version: version.clone(),
-        reason,
-    };
-    // Version 1 is the only one so far; an older version gets its upcaster here.
-    if version != SCHEMA_VERSION {
-        return Err(undecodable(format!(
-            "unknown schema version (this build writes {SCHEMA_VERSION})"
-        )));
-    }
-    let payload: String = row.try_get("payload")?;
-    let event: ListingEvent =
-        serde_json::from_str(&payload).map_err(|e| undecodable(e.to_string()))?;
-    let metadata: String = row.try_get("metadata")?;
-    let metadata: HashMap<String, String> =
-        serde_json::from_str(&metadata).map_err(|e| undecodable(format!("metadata: {e}")))?;
-    let tx_id: String = row.try_get("tx_text")?;
-    let cursor = Cursor {
-        tx_id: tx_id
-            .parse()
-            .map_err(|_| undecodable(format!("tx_id {tx_id}")))?,
-        global_position: row.try_get("global_position")?,
-    };
-    let metadata = Metadata::from_map(&metadata);
-    let listing_key: ListingKey = row.try_get("aggregate_id")?;
-    Ok(StoredEvent {
-        envelope: EventEnvelope {
+impl EventRow {
+    fn decode(self, placement: Placement) -> Result<StoredEvent, ReadError> {
+        let Self {
             event_id,
-            schema_version: version,
-            partition: match placement {
-                Placement::Partitions(count) => partition_of(listing_key.as_str(), count),
-                Placement::Partition(partition) => partition,
+            aggregate_id: listing_key,
+            sequence,
+            event_type,
+            event_version: version,
+            payload,
+            metadata,
+            tx_text: tx_id,
+            global_position,
+            recorded_at,
+        } = self;
+        let undecodable = |reason: String| ReadError::Undecodable {
+            event_id,
+            event_type: event_type.clone(),
+            version: version.clone(),
+            reason,
+        };
+        // Version 1 is the only one so far; an older version gets its upcaster here.
+        if version != SCHEMA_VERSION {
+            return Err(undecodable(format!(
+                "unknown schema version (this build writes {SCHEMA_VERSION})"
+            )));
+        }
+        let event: ListingEvent =
+            serde_json::from_str(&payload).map_err(|e| undecodable(e.to_string()))?;
+        let metadata: HashMap<String, String> =
+            serde_json::from_str(&metadata).map_err(|e| undecodable(format!("metadata: {e}")))?;
+        let cursor = Cursor {
+            tx_id: tx_id
+                .parse()
+                .map_err(|_| undecodable(format!("tx_id {tx_id}")))?,
+            global_position,
+        };
+        let metadata = Metadata::from_map(&metadata);
+        Ok(StoredEvent {
+            envelope: EventEnvelope {
+                event_id,
+                schema_version: version,
+                partition: match placement {
+                    Placement::Partitions(count) => partition_of(listing_key.as_str(), count),
+                    Placement::Partition(partition) => partition,
+                },
+                listing_key,
+                sequence,
+                global_position,
+                effective_at: event.effective_at(),
+                recorded_at,
+                actor: metadata.actor,
+                correlation_id: metadata.correlation_id,
+                causation_id: metadata.causation_id,
+                event,
             },
-            listing_key,
-            sequence: row.try_get("sequence")?,
-            global_position: cursor.global_position,
-            effective_at: event.effective_at(),
-            recorded_at: row.try_get("recorded_at")?,
-            actor: metadata.actor,
-            correlation_id: metadata.correlation_id,
-            causation_id: metadata.causation_id,
-            event,
-        },
-        cursor,
-        traceparent: metadata.traceparent,
-    })
+            cursor,
+            traceparent: metadata.traceparent,
+        })
+    }
 }
 
 /// Up to `limit` events after `after`, in global order, that no running transaction can
@@ -130,32 +147,37 @@ pub async fn read_after(
     limit: i64,
     placement: Placement,
 ) -> Result<Vec<StoredEvent>, ReadError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events
-          WHERE (tx_id, global_position) > ($1::text::xid8, $2)
-            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY events.tx_id, events.global_position
-          LIMIT $3"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(after.tx_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .fetch_all(executor)
-        .await?;
-    rows.iter().map(|row| decode(row, placement)).collect()
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT event_id AS "event_id!", aggregate_id AS "aggregate_id: ListingKey",
+                  sequence AS "sequence: Sequence", event_type, event_version,
+                  payload::text AS "payload!", metadata::text AS "metadata!",
+                  tx_id::text AS "tx_text!", global_position AS "global_position!",
+                  recorded_at AS "recorded_at!"
+             FROM events
+            WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+              AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY events.tx_id, events.global_position
+            LIMIT $3"#,
+        after.tx_id.to_string(),
+        after.global_position,
+        limit,
+    )
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter().map(|row| row.decode(placement)).collect()
 }
 
 /// Whether committed events exist that are still held back behind a running transaction
 /// (the relay then polls briefly instead of waiting for the next notification).
 pub async fn held_back(executor: impl PgExecutor<'_>, after: Cursor) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events
-                         WHERE (tx_id, global_position) > ($1::text::xid8, $2)
-                           AND tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM events
+                           WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+                             AND tx_id >= pg_snapshot_xmin(pg_current_snapshot())) AS "held_back!""#,
+        after.tx_id.to_string(),
+        after.global_position,
     )
-    .bind(after.tx_id.to_string())
-    .bind(after.global_position)
     .fetch_one(executor)
     .await
 }
@@ -165,12 +187,14 @@ pub async fn cursor_of(
     executor: impl PgExecutor<'_>,
     event_id: Uuid,
 ) -> Result<Option<Cursor>, sqlx::Error> {
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT tx_id::text, global_position FROM events WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(executor)
-            .await?;
-    Ok(row.and_then(cursor_from_row))
+    let row = sqlx::query!(
+        r#"SELECT tx_id::text AS "tx!", global_position AS "global_position!"
+             FROM events WHERE event_id = $1"#,
+        event_id,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.and_then(|r| cursor_from_row((r.tx, r.global_position))))
 }
 
 /// A cursor from `(tx_id::text, global_position)`.
@@ -186,13 +210,15 @@ pub async fn backlog(
     executor: impl PgExecutor<'_>,
     after: Cursor,
 ) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), min(recorded_at) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "count!", min(recorded_at) AS oldest
+             FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)"#,
+        after.tx_id.to_string(),
+        after.global_position,
     )
-    .bind(after.tx_id.to_string())
-    .bind(after.global_position)
     .fetch_one(executor)
-    .await
+    .await?;
+    Ok((row.count, row.oldest))
 }
 
 /// Records how far `stream` has been published.
@@ -202,17 +228,17 @@ pub async fn save_checkpoint(
     cursor: Cursor,
     event_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO relay_checkpoints (stream, tx_id, global_position, event_id, updated_at)
          VALUES ($1, $2::text::xid8, $3, $4, now())
          ON CONFLICT (stream) DO UPDATE
             SET tx_id = EXCLUDED.tx_id, global_position = EXCLUDED.global_position,
                 event_id = EXCLUDED.event_id, updated_at = now()",
+        stream,
+        cursor.tx_id.to_string(),
+        cursor.global_position,
+        event_id,
     )
-    .bind(stream)
-    .bind(cursor.tx_id.to_string())
-    .bind(cursor.global_position)
-    .bind(event_id)
     .execute(executor)
     .await?;
     Ok(())
@@ -223,13 +249,14 @@ pub async fn load_checkpoint(
     executor: impl PgExecutor<'_>,
     stream: &str,
 ) -> Result<Option<Cursor>, sqlx::Error> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, global_position FROM relay_checkpoints WHERE stream = $1",
+    let row = sqlx::query!(
+        r#"SELECT tx_id::text AS "tx!", global_position
+             FROM relay_checkpoints WHERE stream = $1"#,
+        stream,
     )
-    .bind(stream)
     .fetch_optional(executor)
     .await?;
-    Ok(row.and_then(cursor_from_row))
+    Ok(row.and_then(|r| cursor_from_row((r.tx, r.global_position))))
 }
 
 /// The committed events of one listing after sequence `after` (all of them for `None`), optionally only up to
@@ -243,28 +270,33 @@ pub async fn listing_events(
     recorded_until: Option<DateTime<Utc>>,
     partition: u32,
 ) -> Result<Vec<StoredEvent>, ReadError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events
-          WHERE aggregate_type = 'Listing' AND aggregate_id = $1 AND sequence > $2
-            AND ($3::bigint IS NULL OR sequence <= $3)
-            AND ($4::timestamptz IS NULL OR recorded_at <= $4)
-          ORDER BY sequence"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(listing_key)
-        .bind(after.map_or(0, i64::from))
-        .bind(up_to)
-        .bind(recorded_until)
-        .fetch_all(executor)
-        .await?;
-    rows.iter()
-        .map(|row| decode(row, Placement::Partition(partition)))
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT event_id AS "event_id!", aggregate_id AS "aggregate_id: ListingKey",
+                  sequence AS "sequence: Sequence", event_type, event_version,
+                  payload::text AS "payload!", metadata::text AS "metadata!",
+                  tx_id::text AS "tx_text!", global_position AS "global_position!",
+                  recorded_at AS "recorded_at!"
+             FROM events
+            WHERE aggregate_type = 'Listing' AND aggregate_id = $1 AND sequence > $2
+              AND ($3::bigint IS NULL OR sequence <= $3)
+              AND ($4::timestamptz IS NULL OR recorded_at <= $4)
+            ORDER BY sequence"#,
+        listing_key.as_str(),
+        after.map_or(0, i64::from),
+        up_to.map(i64::from),
+        recorded_until,
+    )
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter()
+        .map(|row| row.decode(Placement::Partition(partition)))
         .collect()
 }
 
 /// How many events the store holds (a rebuild's progress total).
 pub async fn event_count(executor: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM events"#)
         .fetch_one(executor)
         .await?;
     u64::try_from(count).map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -275,10 +307,11 @@ pub async fn last_sequence(
     executor: impl PgExecutor<'_>,
     listing_key: &ListingKey,
 ) -> Result<Option<Sequence>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1",
+    sqlx::query_scalar!(
+        r#"SELECT max(sequence) AS "last: Sequence"
+             FROM events WHERE aggregate_type = 'Listing' AND aggregate_id = $1"#,
+        listing_key.as_str(),
     )
-    .bind(listing_key)
     .fetch_one(executor)
     .await
 }

@@ -31,17 +31,18 @@ impl AuthService {
         scope_names.sort_unstable();
         scope_names.dedup();
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
-        let created: ApiKey = sqlx::query_as(
+        let created = sqlx::query_as!(
+            ApiKey,
             "INSERT INTO auth.api_keys (key_id, name, prefix, key_hash, scopes, created_by)
              VALUES ($1, $2, $3, $4, $5, $6)
              RETURNING key_id, name, prefix, scopes, created_at, revoked_at",
+            Uuid::new_v4(),
+            name,
+            prefix,
+            tokens::digest(&key),
+            &scope_names as &[&str],
+            created_by,
         )
-        .bind(Uuid::new_v4())
-        .bind(name)
-        .bind(&prefix)
-        .bind(tokens::digest(&key))
-        .bind(&scope_names)
-        .bind(created_by)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
@@ -58,7 +59,8 @@ impl AuthService {
     }
 
     pub async fn api_keys(&self) -> Result<Vec<ApiKey>, AuthError> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            ApiKey,
             "SELECT key_id, name, prefix, scopes, created_at, revoked_at FROM auth.api_keys ORDER BY created_at",
         )
         .fetch_all(&self.pool)
@@ -69,11 +71,12 @@ impl AuthService {
     /// Revokes an API key (audited); it stops working at once.
     pub async fn revoke_api_key(&self, actor: &str, key_id: Uuid) -> Result<ApiKey, AuthError> {
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
-        let key: Option<ApiKey> = sqlx::query_as(
+        let key = sqlx::query_as!(
+            ApiKey,
             "UPDATE auth.api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1
              RETURNING key_id, name, prefix, scopes, created_at, revoked_at",
+            key_id,
         )
-        .bind(key_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| database(&e))?;

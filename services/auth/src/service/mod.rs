@@ -327,8 +327,7 @@ impl AuthService {
                         break false;
                     }
                     // Best effort: a failed ping shows up as silence.
-                    let _ = sqlx::query("SELECT pg_notify($1, 'ping')")
-                        .bind(CHANNEL)
+                    let _ = sqlx::query!("SELECT pg_notify($1, 'ping')", CHANNEL)
                         .execute(&self.pool)
                         .await;
                     continue;

@@ -16,8 +16,8 @@ impl AuthService {
     /// compares the wait they left with the time it gets the row, so a guess that arrived
     /// within the free ones is not refused for having started before the one ahead of it.
     pub(super) async fn claim_attempt(&self, key: &str) -> Result<Option<Duration>, AuthError> {
-        let claimed: bool = sqlx::query_scalar(
-            "WITH stale AS (
+        let claimed = sqlx::query_scalar!(
+            r#"WITH stale AS (
                  DELETE FROM auth.sign_in_failures
                   WHERE last_failure < now() - interval '1 day' AND username_key <> $1),
              claimed AS (
@@ -32,11 +32,11 @@ impl AuthService {
                               ELSE 0 END)
                   WHERE f.blocked_until <= clock_timestamp()
                  RETURNING 1)
-             SELECT EXISTS (SELECT 1 FROM claimed)",
+             SELECT EXISTS (SELECT 1 FROM claimed) AS "claimed!""#,
+            key,
+            FREE_SIGN_IN_FAILURES,
+            MAX_SIGN_IN_DELAY.as_secs_f64(),
         )
-        .bind(key)
-        .bind(FREE_SIGN_IN_FAILURES)
-        .bind(MAX_SIGN_IN_DELAY.as_secs_f64())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| database(&e))?;
@@ -47,14 +47,15 @@ impl AuthService {
         // sees the table as it was when it started, possibly before a concurrent first
         // failure inserted the row. A row gone meanwhile (its owner signed in) still
         // refused this attempt: the caller may retry at once.
-        let wait: Option<f64> = sqlx::query_scalar(
+        let wait = sqlx::query_scalar!(
             "SELECT EXTRACT(EPOCH FROM blocked_until - clock_timestamp())::float8
                FROM auth.sign_in_failures WHERE username_key = $1",
+            key,
         )
-        .bind(key)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| database(&e))?;
+        .map_err(|e| database(&e))?
+        .flatten();
         Ok(Some(
             Duration::try_from_secs_f64(wait.unwrap_or_default().max(0.0))
                 .unwrap_or(MAX_SIGN_IN_DELAY),
@@ -78,14 +79,15 @@ impl AuthService {
         }
         // An exact spelling first: two names stored before canonical keys existed may share
         // a key, and each must still reach its own account.
-        let found: Option<Credentials> = sqlx::query_as(
+        let found = sqlx::query_as!(
+            Credentials,
             "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled, token_epoch
                FROM auth.users
               WHERE username_key = $1 OR username = $2
               ORDER BY (username = $2) DESC, username_key NULLS LAST LIMIT 1",
+            key,
+            username.trim(),
         )
-        .bind(&key)
-        .bind(username.trim())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| database(&e))?;
@@ -96,11 +98,13 @@ impl AuthService {
         let Some(credentials) = found.filter(|c| matches && !c.disabled) else {
             return Err(refused());
         };
-        sqlx::query("DELETE FROM auth.sign_in_failures WHERE username_key = $1")
-            .bind(&key)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| database(&e))?;
+        sqlx::query!(
+            "DELETE FROM auth.sign_in_failures WHERE username_key = $1",
+            key
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| database(&e))?;
         let mut connection = self.pool.acquire().await.map_err(|e| database(&e))?;
         self.issue(&mut connection, credentials, Uuid::new_v4())
             .await
@@ -109,11 +113,12 @@ impl AuthService {
     /// A new session for a user, without a password: for trusted callers only (the command
     /// line, tests), never reachable over HTTP.
     pub async fn session_for(&self, user_id: Uuid) -> Result<TokenPair, AuthError> {
-        let credentials: Credentials = sqlx::query_as(
+        let credentials = sqlx::query_as!(
+            Credentials,
             "SELECT user_id, username, password_hash, role, agent_key, office_key, disabled, token_epoch
                FROM auth.users WHERE user_id = $1",
+            user_id,
         )
-        .bind(user_id)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| database(&e))?
@@ -140,23 +145,25 @@ impl AuthService {
         // under a share lock on the user's row: a concurrent password change or disabling
         // either waits for this session and then revokes it, or has committed first and
         // this finds the epoch moved. Either way no session outlives it.
-        let user = sqlx::query_as::<_, User>(
-            "WITH current AS (
+        let user = sqlx::query_as!(
+            User,
+            r#"WITH current AS (
                  SELECT user_id FROM auth.users
                   WHERE user_id = $2 AND token_epoch = $6 AND NOT disabled
                     FOR SHARE),
              issued AS (
                  INSERT INTO auth.refresh_tokens (token_id, user_id, token_hash, family_id, expires_at)
                  SELECT $1, user_id, $3, $4, now() + $5::interval FROM current)
-             SELECT u.user_id, u.username, u.role, u.agent_key, u.office_key, u.disabled, u.created_at
-               FROM auth.users u JOIN current USING (user_id)",
+             SELECT u.user_id AS "user_id!", u.username AS "username!", u.role AS "role!",
+                    u.agent_key, u.office_key, u.disabled AS "disabled!", u.created_at AS "created_at!"
+               FROM auth.users u JOIN current USING (user_id)"#,
+            Uuid::new_v4(),
+            c.user_id,
+            tokens::digest(&refresh_token),
+            family_id,
+            format!("{} seconds", self.settings.refresh_ttl.as_secs()) as _,
+            c.token_epoch,
         )
-        .bind(Uuid::new_v4())
-        .bind(c.user_id)
-        .bind(tokens::digest(&refresh_token))
-        .bind(family_id)
-        .bind(format!("{} seconds", self.settings.refresh_ttl.as_secs()))
-        .bind(c.token_epoch)
         .fetch_optional(connection)
         .await
         .map_err(|e| database(&e))?
@@ -174,11 +181,12 @@ impl AuthService {
     /// used after its rotation revokes its whole session, since someone else may hold it.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
-        let row: Option<Session> = sqlx::query_as(
+        let row = sqlx::query_as!(
+            Session,
             "SELECT token_id, family_id, revoked_at, expires_at FROM auth.refresh_tokens
               WHERE token_hash = $1 FOR UPDATE",
+            tokens::digest(refresh_token),
         )
-        .bind(tokens::digest(refresh_token))
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
@@ -189,9 +197,11 @@ impl AuthService {
             expires_at,
         } = row.ok_or_else(|| unauthorized("the refresh token is not known"))?;
         if revoked_at.is_some() {
-            sqlx::query("UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-                .bind(family_id)
-                .execute(&mut *tx)
+            sqlx::query!(
+                "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+                family_id,
+            )
+            .execute(&mut *tx)
                 .await
                 .map_err(|e| database(&e))?;
             tx.commit().await.map_err(|e| database(&e))?;
@@ -200,12 +210,13 @@ impl AuthService {
         if expires_at < Utc::now() {
             return Err(unauthorized("the refresh token has expired; sign in again"));
         }
-        let credentials: Credentials = sqlx::query_as(
+        let credentials = sqlx::query_as!(
+            Credentials,
             "UPDATE auth.refresh_tokens t SET revoked_at = now() FROM auth.users u
               WHERE t.token_id = $1 AND u.user_id = t.user_id
              RETURNING u.user_id, u.username, u.password_hash, u.role, u.agent_key, u.office_key, u.disabled, u.token_epoch",
+            token_id,
         )
-        .bind(token_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
@@ -220,12 +231,12 @@ impl AuthService {
 
     /// Ends a session: its refresh tokens are revoked.
     pub async fn sign_out(&self, refresh_token: &str) -> Result<(), AuthError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE auth.refresh_tokens SET revoked_at = now()
               WHERE family_id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = $1)
                 AND revoked_at IS NULL",
+            tokens::digest(refresh_token),
         )
-        .bind(tokens::digest(refresh_token))
         .execute(&self.pool)
         .await
         .map_err(|e| database(&e))?;

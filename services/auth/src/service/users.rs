@@ -7,13 +7,13 @@ impl AuthService {
     /// now compare equal keep signing in by their exact spelling (the second gets no key);
     /// an operator should rename one.
     pub(super) async fn backfill_username_keys(&self) {
-        let rows: Vec<(Uuid, String)> = match sqlx::query_as(
+        let rows = match sqlx::query!(
             "SELECT user_id, username FROM auth.users WHERE username_key IS NULL",
         )
         .fetch_all(&self.pool)
         .await
         {
-            Ok(rows) => rows,
+            Ok(rows) => rows.into_iter().map(|r| (r.user_id, r.username)),
             // A role that may not read usernames (the command API's) leaves it to the
             // query API.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => return,
@@ -23,11 +23,11 @@ impl AuthService {
             }
         };
         for (user_id, username) in rows {
-            let updated = sqlx::query(
+            let updated = sqlx::query!(
                 "UPDATE auth.users SET username_key = $2 WHERE user_id = $1 AND username_key IS NULL",
+                user_id,
+                policy::username_key(&username),
             )
-            .bind(user_id)
-            .bind(policy::username_key(&username))
             .execute(&self.pool)
             .await;
             match updated {
@@ -50,13 +50,13 @@ impl AuthService {
         target: &str,
         details: serde_json::Value,
     ) -> Result<(), AuthError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO auth.audit_log (actor, action, target, details) VALUES ($1, $2, $3, $4)",
+            actor,
+            action,
+            target,
+            details,
         )
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(details)
         .execute(tx)
         .await
         .map_err(|e| database(&e))?;
@@ -80,19 +80,20 @@ impl AuthService {
         }
         let hash = hash_password(new.password).await?;
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
-        let user: Option<User> = sqlx::query_as(
+        let user = sqlx::query_as!(
+            User,
             "INSERT INTO auth.users (user_id, username, password_hash, role, agent_key, office_key, username_key)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT DO NOTHING
              RETURNING user_id, username, role, agent_key, office_key, disabled, created_at",
+            Uuid::new_v4(),
+            username,
+            hash,
+            new.role.as_str(),
+            new.agent_key,
+            new.office_key,
+            name.key,
         )
-        .bind(Uuid::new_v4())
-        .bind(&username)
-        .bind(hash)
-        .bind(new.role.as_str())
-        .bind(&new.agent_key)
-        .bind(&new.office_key)
-        .bind(&name.key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| database(&e))?;
@@ -110,7 +111,8 @@ impl AuthService {
     }
 
     pub async fn users(&self) -> Result<Vec<User>, AuthError> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            User,
             "SELECT user_id, username, role, agent_key, office_key, disabled, created_at
                FROM auth.users ORDER BY username",
         )
@@ -141,7 +143,8 @@ impl AuthService {
             None => None,
         };
         let mut tx = self.pool.begin().await.map_err(|e| database(&e))?;
-        let user: Option<User> = sqlx::query_as(
+        let user = sqlx::query_as!(
+            User,
             "UPDATE auth.users SET
                  role = COALESCE($2, role),
                  agent_key = CASE WHEN $3 THEN $4 ELSE agent_key END,
@@ -151,15 +154,15 @@ impl AuthService {
                  updated_at = now()
               WHERE user_id = $1
              RETURNING user_id, username, role, agent_key, office_key, disabled, created_at",
+            user_id,
+            change.role.map(Role::as_str),
+            change.agent_key.is_some(),
+            change.agent_key.clone().flatten(),
+            change.office_key.is_some(),
+            change.office_key.clone().flatten(),
+            change.disabled,
+            hash.as_ref(),
         )
-        .bind(user_id)
-        .bind(change.role.map(Role::as_str))
-        .bind(change.agent_key.is_some())
-        .bind(change.agent_key.clone().flatten())
-        .bind(change.office_key.is_some())
-        .bind(change.office_key.clone().flatten())
-        .bind(change.disabled)
-        .bind(hash.as_ref())
         .fetch_optional(&mut *tx)
         .await
         .map_err(|error| match &error {
@@ -172,9 +175,11 @@ impl AuthService {
         })?;
         let user = user.ok_or_else(|| AuthError::NotFound(format!("no user has id {user_id}")))?;
         if change.disabled == Some(true) || hash.is_some() {
-            sqlx::query("UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-                .bind(user_id)
-                .execute(&mut *tx)
+            sqlx::query!(
+                "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+                user_id,
+            )
+            .execute(&mut *tx)
                 .await
                 .map_err(|e| database(&e))?;
         }
@@ -198,10 +203,11 @@ impl AuthService {
 
     /// The latest administrative actions, newest first.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, AuthError> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            AuditEntry,
             "SELECT audit_id, at, actor, action, target, details FROM auth.audit_log ORDER BY audit_id DESC LIMIT $1",
+            limit,
         )
-        .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| database(&e))

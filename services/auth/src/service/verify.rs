@@ -7,13 +7,14 @@ impl AuthService {
     /// The principal behind a bearer credential (an access token or an API key).
     pub async fn authenticate(&self, credential: &str) -> Result<Principal, AuthError> {
         if credential.starts_with(API_KEY_PREFIX) {
-            let row: Option<(Uuid, String, Vec<String>)> = sqlx::query_as(
+            let row = sqlx::query!(
                 "SELECT key_id, name, scopes FROM auth.api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                tokens::digest(credential),
             )
-            .bind(tokens::digest(credential))
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| database(&e))?;
+            .map_err(|e| database(&e))?
+            .map(|r| (r.key_id, r.name, r.scopes));
             let (key_id, name, scopes) =
                 row.ok_or_else(|| unauthorized("the API key is unknown or revoked"))?;
             return Ok(Principal::ApiKey {
