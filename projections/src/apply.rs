@@ -143,6 +143,20 @@ impl Schema {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Makes this schema's tables the ones the transaction's unqualified names mean (`SET
+    /// LOCAL search_path`, bound rather than spliced): the read model's statements are
+    /// written once, checked at build time against the live schema, and write into a
+    /// rebuild's schema just the same.
+    pub async fn choose(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query_scalar!(
+            "SELECT set_config('search_path', $1, true)",
+            format!("{}, public", self.0),
+        )
+        .fetch_one(connection)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Applies `events` inside the caller's transaction (`connection` is in one).
@@ -156,21 +170,23 @@ pub async fn apply(
     if by_listing.is_empty() {
         return Ok(outcome);
     }
-    let s = schema.as_str();
+    schema.choose(connection).await?;
     // Every row of the batch, locked at once in key order: concurrent appliers lock in the
     // same order (no deadlock), and a batch costs a handful of statements, not a few per event.
     let keys: Vec<&ListingKey> = by_listing.keys().collect();
     // As text, parsed straight into the typed state (no `serde_json::Value` tree first).
-    let rows: Vec<(ListingKey, Sequence, String)> = sqlx::query_as(&format!(
-        "SELECT listing_key, version, state::text FROM {s}.listings WHERE listing_key = ANY($1)
-          ORDER BY listing_key FOR UPDATE"
-    ))
-    .bind(&keys)
+    let rows = sqlx::query!(
+        r#"SELECT listing_key AS "listing_key: ListingKey", version AS "version: Sequence",
+                  state::text AS "state!"
+             FROM listings WHERE listing_key = ANY($1)
+            ORDER BY listing_key FOR UPDATE"#,
+        &keys as _,
+    )
     .fetch_all(&mut *connection)
     .await?;
     let mut current: HashMap<ListingKey, (Sequence, String)> = rows
         .into_iter()
-        .map(|(key, version, state)| (key, (version, state)))
+        .map(|r| (r.listing_key, (r.version, r.state)))
         .collect();
     let mut changed = Vec::new();
     for (key, facts) in by_listing {
@@ -180,8 +196,8 @@ pub async fn apply(
             changed.push(change);
         }
     }
-    let written = write_listings(connection, schema, &changed).await?;
-    write_history(connection, schema, &changed).await?;
+    let written = write_listings(connection, &changed).await?;
+    write_history(connection, &changed).await?;
     for change in changed
         .iter()
         .filter(|c| written.contains(c.state.listing_key.as_str()))
@@ -195,10 +211,10 @@ pub async fn apply(
         };
         // A new listing has neither media nor open houses: only their own events touch them.
         if touches(&["MediaAdded", "MediaRemoved", "MediaReordered"]) {
-            write_media(connection, schema, &change.state).await?;
+            write_media(connection, &change.state).await?;
         }
         if touches(&["OpenHouseScheduled", "OpenHouseCanceled"]) {
-            write_open_houses(connection, schema, &change.state).await?;
+            write_open_houses(connection, &change.state).await?;
         }
     }
     Ok(outcome)

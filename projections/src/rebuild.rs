@@ -56,8 +56,7 @@ pub async fn rebuild(
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {NEXT} CASCADE"))
         .execute(pool)
         .await?;
-    sqlx::query("SELECT keh_create_read_model($1)")
-        .bind(NEXT)
+    sqlx::query!("SELECT keh_create_read_model($1)", NEXT)
         .execute(pool)
         .await?;
     let total = keh_store::outbox::event_count(pool).await?;
@@ -87,10 +86,11 @@ pub async fn rebuild(
     // Fresh tables have no planner statistics until autovacuum gets to them, and without
     // them PostgreSQL guesses: searches on the swapped-in tables took a second instead of a
     // millisecond. Analyze them before readers see them.
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1",
+    let tables = sqlx::query_scalar!(
+        r#"SELECT format('%I.%I', schemaname, tablename) AS "table!"
+             FROM pg_tables WHERE schemaname = $1"#,
+        NEXT,
     )
-    .bind(NEXT)
     .fetch_all(pool)
     .await?;
     if !tables.is_empty() {
@@ -107,8 +107,7 @@ pub async fn rebuild(
     // The swap: catch up with what was committed meanwhile, then rename, atomically.
     let mut connection = pool.acquire().await?;
     let mut tx = connection.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(SWAP_LOCK)
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", SWAP_LOCK)
         .execute(&mut *tx)
         .await?;
     loop {
@@ -134,12 +133,9 @@ pub async fn rebuild(
     sqlx::query(&format!("DROP SCHEMA {OLD} CASCADE"))
         .execute(&mut *tx)
         .await?;
-    let listings: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {}.listings",
-        crate::LIVE_SCHEMA
-    ))
-    .fetch_one(&mut *tx)
-    .await?;
+    let listings = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM read_model.listings"#)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     progress(done, done);
     Ok(Rebuilt {
@@ -233,19 +229,21 @@ impl Deferred {
     /// Drops the secondary indexes of `schema` (remembering their definitions) and turns
     /// the search-word triggers off.
     async fn take(pool: &PgPool, schema: &Schema) -> Result<Self, ApplyError> {
-        let found: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT i.indexrelid::regclass::text, t.relname::text, pg_get_indexdef(i.indexrelid)
-               FROM pg_index i
-               JOIN pg_class t ON t.oid = i.indrelid
-               JOIN pg_namespace n ON n.oid = t.relnamespace
-              WHERE n.nspname = $1 AND NOT i.indisunique
-              ORDER BY 1",
+        let found = sqlx::query!(
+            r#"SELECT i.indexrelid::regclass::text AS "name!", t.relname::text AS "table!",
+                      pg_get_indexdef(i.indexrelid) AS "definition!"
+                 FROM pg_index i
+                 JOIN pg_class t ON t.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                WHERE n.nspname = $1 AND NOT i.indisunique
+                ORDER BY 1"#,
+            schema.as_str(),
         )
-        .bind(schema.as_str())
         .fetch_all(pool)
         .await?;
         let mut indexes = Vec::with_capacity(found.len());
-        for (name, table, definition) in found {
+        for row in found {
+            let (name, table, definition) = (row.name, row.table, row.definition);
             sqlx::query(&format!("DROP INDEX {name}"))
                 .execute(pool)
                 .await?;

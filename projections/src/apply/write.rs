@@ -4,25 +4,22 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use keh_events::ListingKey;
 use keh_events::envelope::EventEnvelope;
 use keh_listing::ListingState;
 use sqlx::PgConnection;
 
-use super::{ApplyError, Changed, Schema};
+use super::{ApplyError, Changed};
 
 /// Upserts the rows in one statement; never moves a row back to an older version (two
 /// appliers can overlap for a moment while a partition changes hands). Returns the keys it
 /// wrote.
 pub(super) async fn write_listings(
     connection: &mut PgConnection,
-    schema: &Schema,
     changed: &[Changed],
 ) -> Result<HashSet<String>, ApplyError> {
     if changed.is_empty() {
         return Ok(HashSet::new());
     }
-    let s = schema.as_str();
     let mut keys = Vec::with_capacity(changed.len());
     let mut versions = Vec::with_capacity(changed.len());
     let mut statuses = Vec::with_capacity(changed.len());
@@ -65,8 +62,8 @@ pub(super) async fn write_listings(
                 .map_err(|e| ApplyError::State(state.listing_key.clone(), e))?,
         );
     }
-    let written: Vec<String> = sqlx::query_scalar(&format!(
-        "INSERT INTO {s}.listings (listing_key, version, standard_status, property_type, list_price, city, postal_code,
+    let written = sqlx::query_scalar!(
+        "INSERT INTO listings (listing_key, version, standard_status, property_type, list_price, city, postal_code,
              bedrooms_total, bathrooms_total_integer, living_area, latitude, longitude, modification_timestamp, recorded_at, state)
          SELECT k, v, ss, pt, lp, c, pc, b, ba, la, lat, lon, mt, ra, st::jsonb
            FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
@@ -80,24 +77,24 @@ pub(super) async fn write_listings(
              latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
              modification_timestamp = EXCLUDED.modification_timestamp, recorded_at = EXCLUDED.recorded_at,
              state = EXCLUDED.state
-         WHERE {s}.listings.version < EXCLUDED.version
-         RETURNING listing_key"
-    ))
-    .bind(keys)
-    .bind(versions)
-    .bind(statuses)
-    .bind(types)
-    .bind(prices)
-    .bind(cities)
-    .bind(postal_codes)
-    .bind(bedrooms)
-    .bind(bathrooms)
-    .bind(areas)
-    .bind(latitudes)
-    .bind(longitudes)
-    .bind(modified)
-    .bind(recorded)
-    .bind(states)
+         WHERE listings.version < EXCLUDED.version
+         RETURNING listing_key",
+        &keys,
+        versions as _,
+        &statuses as &[&str],
+        &types as &[&str],
+        &prices,
+        cities as _,
+        postal_codes as _,
+        bedrooms as _,
+        bathrooms as _,
+        areas as _,
+        latitudes as _,
+        longitudes as _,
+        &modified,
+        &recorded,
+        &states,
+    )
     .fetch_all(&mut *connection)
     .await?;
     Ok(written.into_iter().collect())
@@ -106,14 +103,12 @@ pub(super) async fn write_listings(
 /// Appends the timeline rows of the batch in one statement (a row already there stays).
 pub(super) async fn write_history(
     connection: &mut PgConnection,
-    schema: &Schema,
     changed: &[Changed],
 ) -> Result<(), ApplyError> {
     let facts: Vec<&EventEnvelope> = changed.iter().flat_map(|c| c.history.iter()).collect();
     if facts.is_empty() {
         return Ok(());
     }
-    let s = schema.as_str();
     let data: Vec<serde_json::Value> = facts
         .iter()
         .map(|f| {
@@ -123,166 +118,102 @@ pub(super) async fn write_history(
                 .unwrap_or(serde_json::Value::Null)
         })
         .collect();
-    sqlx::query(&format!(
-        "INSERT INTO {s}.listing_events (listing_key, sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data)
+    sqlx::query!(
+        "INSERT INTO listing_events (listing_key, sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[],
              $7::text[], $8::uuid[], $9::jsonb[])
-         ON CONFLICT (listing_key, sequence) DO NOTHING"
-    ))
-    .bind(facts.iter().map(|f| &f.listing_key).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.sequence).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.event_id).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.event.event_type()).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.effective_at).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.recorded_at).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.actor.as_str()).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.correlation_id).collect::<Vec<_>>())
-    .bind(data)
+         ON CONFLICT (listing_key, sequence) DO NOTHING",
+        facts.iter().map(|f| &f.listing_key).collect::<Vec<_>>() as _,
+        facts.iter().map(|f| f.sequence).collect::<Vec<_>>() as _,
+        &facts.iter().map(|f| f.event_id).collect::<Vec<_>>(),
+        &facts.iter().map(|f| f.event.event_type()).collect::<Vec<_>>() as &[&str],
+        &facts.iter().map(|f| f.effective_at).collect::<Vec<_>>(),
+        &facts.iter().map(|f| f.recorded_at).collect::<Vec<_>>(),
+        &facts.iter().map(|f| f.actor.as_str()).collect::<Vec<_>>() as &[&str],
+        &facts.iter().map(|f| f.correlation_id).collect::<Vec<_>>(),
+        &data,
+    )
     .execute(&mut *connection)
     .await?;
     Ok(())
 }
 
-/// Replaces the listing's rows of `table` (its media or its open houses) with `insert`'s:
-/// one `DELETE` and one `INSERT … SELECT FROM UNNEST` whatever their number.
-async fn replace_rows(
-    connection: &mut PgConnection,
-    schema: &Schema,
-    table: &str,
-    key: &ListingKey,
-    insert: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> Result<(), ApplyError> {
-    let s = schema.as_str();
-    sqlx::query(&format!("DELETE FROM {s}.{table} WHERE listing_key = $1"))
-        .bind(key)
-        .execute(&mut *connection)
-        .await?;
-    insert.execute(&mut *connection).await?;
-    Ok(())
-}
-
-/// Replaces the listing's media rows with its current media.
+/// Replaces the listing's media rows with its current media (one `DELETE`, one `INSERT`
+/// whatever their number).
 pub(super) async fn write_media(
     connection: &mut PgConnection,
-    schema: &Schema,
     state: &ListingState,
 ) -> Result<(), ApplyError> {
-    let s = schema.as_str();
     let media = &state.media;
     let orders = media
         .iter()
         .map(|m| i32::try_from(m.order))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApplyError::Database(sqlx::Error::Encode(Box::new(e))))?;
-    let sql = format!(
-        "INSERT INTO {s}.listing_media (listing_key, media_key, media_order, media_url, media_category, short_description)
-         SELECT $1, * FROM UNNEST($2::text[], $3::integer[], $4::text[], $5::text[], $6::text[])"
-    );
-    let insert = sqlx::query(&sql)
-        .bind(&state.listing_key)
-        .bind(
-            media
-                .iter()
-                .map(|m| m.media_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(orders)
-        .bind(
-            media
-                .iter()
-                .map(|m| m.media_url.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            media
-                .iter()
-                .map(|m| m.media_category.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            media
-                .iter()
-                .map(|m| m.short_description.as_ref().map(|d| d.as_str()))
-                .collect::<Vec<_>>(),
-        );
-    replace_rows(
-        connection,
-        schema,
-        "listing_media",
-        &state.listing_key,
-        insert,
+    let key = state.listing_key.as_str();
+    sqlx::query!("DELETE FROM listing_media WHERE listing_key = $1", key)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO listing_media (listing_key, media_key, media_order, media_url, media_category, short_description)
+         SELECT $1, * FROM UNNEST($2::text[], $3::integer[], $4::text[], $5::text[], $6::text[])",
+        key,
+        &media.iter().map(|m| m.media_key.as_str()).collect::<Vec<_>>() as &[&str],
+        &orders,
+        &media.iter().map(|m| m.media_url.as_str()).collect::<Vec<_>>() as &[&str],
+        &media.iter().map(|m| m.media_category.as_str()).collect::<Vec<_>>() as &[&str],
+        media
+            .iter()
+            .map(|m| m.short_description.as_ref().map(|d| d.as_str()))
+            .collect::<Vec<_>>() as _,
     )
-    .await
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
-/// Replaces the listing's open-house rows with its current open houses.
+/// Replaces the listing's open-house rows with its current open houses (one `DELETE`, one
+/// `INSERT` whatever their number).
 pub(super) async fn write_open_houses(
     connection: &mut PgConnection,
-    schema: &Schema,
     state: &ListingState,
 ) -> Result<(), ApplyError> {
-    let s = schema.as_str();
     let houses = &state.open_houses;
-    let sql = format!(
-        "INSERT INTO {s}.listing_open_houses (listing_key, open_house_key, open_house_date, open_house_start_time,
+    let key = state.listing_key.as_str();
+    sqlx::query!(
+        "DELETE FROM listing_open_houses WHERE listing_key = $1",
+        key
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO listing_open_houses (listing_key, open_house_key, open_house_date, open_house_start_time,
              open_house_end_time, open_house_type, open_house_status, open_house_remarks, showing_agent_key)
          SELECT $1, * FROM UNNEST($2::text[], $3::date[], $4::timestamptz[], $5::timestamptz[], $6::text[],
-             $7::text[], $8::text[], $9::text[])"
-    );
-    let insert = sqlx::query(&sql)
-        .bind(&state.listing_key)
-        .bind(
-            houses
-                .iter()
-                .map(|o| o.open_house_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(houses.iter().map(|o| o.open_house_date).collect::<Vec<_>>())
-        .bind(
-            houses
-                .iter()
-                .map(|o| o.open_house_start_time)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            houses
-                .iter()
-                .map(|o| o.open_house_end_time)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            houses
-                .iter()
-                .map(|o| o.open_house_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            houses
-                .iter()
-                .map(|o| match o.open_house_status {
-                    keh_listing::OpenHouseStatus::Active => "Active",
-                    keh_listing::OpenHouseStatus::Canceled => "Canceled",
-                })
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            houses
-                .iter()
-                .map(|o| o.open_house_remarks.as_ref().map(|r| r.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            houses
-                .iter()
-                .map(|o| o.showing_agent_key.as_ref().map(|r| r.as_str()))
-                .collect::<Vec<_>>(),
-        );
-    replace_rows(
-        connection,
-        schema,
-        "listing_open_houses",
-        &state.listing_key,
-        insert,
+             $7::text[], $8::text[], $9::text[])",
+        key,
+        &houses.iter().map(|o| o.open_house_key.as_str()).collect::<Vec<_>>() as &[&str],
+        &houses.iter().map(|o| o.open_house_date).collect::<Vec<_>>(),
+        &houses.iter().map(|o| o.open_house_start_time).collect::<Vec<_>>(),
+        &houses.iter().map(|o| o.open_house_end_time).collect::<Vec<_>>(),
+        &houses.iter().map(|o| o.open_house_type.as_str()).collect::<Vec<_>>() as &[&str],
+        &houses
+            .iter()
+            .map(|o| match o.open_house_status {
+                keh_listing::OpenHouseStatus::Active => "Active",
+                keh_listing::OpenHouseStatus::Canceled => "Canceled",
+            })
+            .collect::<Vec<_>>() as &[&str],
+        houses
+            .iter()
+            .map(|o| o.open_house_remarks.as_ref().map(|r| r.as_str()))
+            .collect::<Vec<_>>() as _,
+        houses
+            .iter()
+            .map(|o| o.showing_agent_key.as_ref().map(|r| r.as_str()))
+            .collect::<Vec<_>>() as _,
     )
-    .await
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }

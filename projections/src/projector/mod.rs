@@ -80,8 +80,7 @@ impl Applier for ReadModel {
 /// Holds advisory lock `key` shared until the transaction ends: batches run side by side,
 /// and whoever takes it exclusively (a rebuild) waits for them and holds them off.
 pub async fn hold_shared(connection: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(key)
+    sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", key)
         .execute(connection)
         .await
         .map(|_| ())
@@ -281,11 +280,11 @@ impl<A: Applier> Projector<A> {
         self.consume(shutdown, submissions).await;
         // Every worker has stopped, and with them every sender: the committer ends.
         let _ = committing.await;
-        let _ = sqlx::query(
+        let _ = sqlx::query!(
             "DELETE FROM consumer_members WHERE consumer_group = $1 AND member_id = $2",
+            self.settings.group,
+            self.member_id,
         )
-        .bind(&self.settings.group)
-        .bind(self.member_id)
         .execute(&self.pool)
         .await;
     }
@@ -342,9 +341,8 @@ impl<A: Applier> Projector<A> {
             .collect();
         for partition in finished {
             workers.remove(&partition);
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(self.lock_key(partition))
-                .execute(&mut *connection)
+            sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", self.lock_key(partition))
+                .fetch_one(&mut *connection)
                 .await?;
             tracing::error!(
                 partition,
@@ -353,24 +351,27 @@ impl<A: Applier> Projector<A> {
         }
         // A replica that missed three heartbeats is gone: its share is redistributed.
         let stale = self.settings.heartbeat * 3;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO consumer_members (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, now())
              ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = now()",
+            self.settings.group,
+            self.member_id,
         )
-        .bind(&self.settings.group)
-        .bind(self.member_id)
         .execute(&mut *connection)
         .await?;
-        sqlx::query("DELETE FROM consumer_members WHERE consumer_group = $1 AND heartbeat_at < now() - $2::interval")
-            .bind(&self.settings.group)
-            .bind(format!("{} milliseconds", stale.as_millis()))
-            .execute(&mut *connection)
-            .await?;
-        let members: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM consumer_members WHERE consumer_group = $1")
-                .bind(&self.settings.group)
-                .fetch_one(&mut *connection)
-                .await?;
+        sqlx::query!(
+            "DELETE FROM consumer_members WHERE consumer_group = $1 AND heartbeat_at < now() - $2::interval",
+            self.settings.group,
+            format!("{} milliseconds", stale.as_millis()) as _,
+        )
+        .execute(&mut *connection)
+        .await?;
+        let members = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM consumer_members WHERE consumer_group = $1"#,
+            self.settings.group,
+        )
+        .fetch_one(&mut *connection)
+        .await?;
         let partitions = self.settings.partitions;
         let share = usize::try_from(
             u64::from(partitions).div_ceil(u64::try_from(members.max(1)).unwrap_or(1)),
@@ -384,9 +385,8 @@ impl<A: Applier> Projector<A> {
             if let Some(worker) = workers.remove(&partition) {
                 stop(worker).await;
             }
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(self.lock_key(partition))
-                .execute(&mut *connection)
+            sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", self.lock_key(partition))
+                .fetch_one(&mut *connection)
                 .await?;
             tracing::info!(partition, "handed partition back");
         }
@@ -397,10 +397,12 @@ impl<A: Applier> Projector<A> {
             if workers.contains_key(&partition) {
                 continue;
             }
-            let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(self.lock_key(partition))
-                .fetch_one(&mut *connection)
-                .await?;
+            let acquired = sqlx::query_scalar!(
+                r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#,
+                self.lock_key(partition),
+            )
+            .fetch_one(&mut *connection)
+            .await?;
             if acquired {
                 tracing::info!(partition, "consuming partition");
                 workers.insert(partition, self.spawn_worker(partition, submissions));

@@ -270,18 +270,19 @@ impl PartitionWorker {
             .and_then(|h| h.get(keh_events::envelope::headers::MSG_ID))
             .and_then(|v| Uuid::parse_str(v.as_str()).ok())
             .unwrap_or_else(Uuid::new_v4);
-        sqlx::query(
+        let payload = String::from_utf8_lossy(&message.payload);
+        sqlx::query!(
             "INSERT INTO parked_events (consumer, event_id, listing_key, sequence, subject, reason, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT DO NOTHING",
+            self.name,
+            event_id,
+            fact.map(|f| f.listing_key.as_str()),
+            fact.map(|f| i64::from(f.sequence)),
+            message.subject.as_str(),
+            reason,
+            payload.as_ref(),
         )
-        .bind(&self.name)
-        .bind(event_id)
-        .bind(fact.map(|f| f.listing_key.as_str()))
-        .bind(fact.map(|f| f.sequence))
-        .bind(message.subject.as_str())
-        .bind(reason)
-        .bind(String::from_utf8_lossy(&message.payload).as_ref())
         .execute(&self.pool)
         .await
         .map_err(ConsumeError::Park)?;

@@ -55,36 +55,37 @@ pub struct ReportJob {
     pub row_count: Option<i32>,
 }
 
-const JOB_COLUMNS: &str =
-    "report_id, status, area_kind, area, property_type, period, from_date, to_date,
-     requested_at, started_at, finished_at, attempts, error, row_count";
-
 /// Queues a report; returns the job.
 pub async fn request(pool: &PgPool, request: &ReportRequest) -> Result<ReportJob, sqlx::Error> {
-    sqlx::query_as(&format!(
+    sqlx::query_as!(
+        ReportJob,
         "INSERT INTO analytics.reports
              (report_id, area_kind, area, property_type, period, from_date, to_date, requested_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(request.series.kind.as_str())
-    .bind(&request.series.area)
-    .bind(&request.series.property_type)
-    .bind(request.grain.as_str())
-    .bind(request.from)
-    .bind(request.to)
-    .bind(&request.requested_by)
+         RETURNING report_id, status, area_kind, area, property_type, period, from_date, to_date,
+                   requested_at, started_at, finished_at, attempts, error, row_count",
+        Uuid::new_v4(),
+        request.series.kind.as_str(),
+        request.series.area,
+        request.series.property_type,
+        request.grain.as_str(),
+        request.from,
+        request.to,
+        request.requested_by,
+    )
     .fetch_one(pool)
     .await
 }
 
 /// A job, if it exists.
 pub async fn job(pool: &PgPool, report_id: Uuid) -> Result<Option<ReportJob>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM analytics.reports WHERE report_id = $1"
-    ))
-    .bind(report_id)
+    sqlx::query_as!(
+        ReportJob,
+        "SELECT report_id, status, area_kind, area, property_type, period, from_date, to_date,
+                requested_at, started_at, finished_at, attempts, error, row_count
+           FROM analytics.reports WHERE report_id = $1",
+        report_id,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -98,13 +99,14 @@ pub struct ReportFiles {
 
 /// The files of a finished report (`None` while it is not done).
 pub async fn files(pool: &PgPool, report_id: Uuid) -> Result<Option<ReportFiles>, sqlx::Error> {
-    let row: Option<(Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT csv, json FROM analytics.reports WHERE report_id = $1 AND status = 'done'",
+        report_id,
     )
-    .bind(report_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(csv, json)| {
+    Ok(row.and_then(|r| {
+        let (csv, json) = (r.csv, r.json);
         Some(ReportFiles {
             csv: csv?,
             json: json?,
@@ -115,7 +117,8 @@ pub async fn files(pool: &PgPool, report_id: Uuid) -> Result<Option<ReportFiles>
 /// Claims the oldest job that is queued or whose lease ran out, builds it and stores the
 /// result. Returns whether there was one.
 pub async fn process_next(pool: &PgPool, lease: Duration) -> Result<bool, sqlx::Error> {
-    let claimed: Option<ReportJob> = sqlx::query_as(&format!(
+    let claimed = sqlx::query_as!(
+        ReportJob,
         "UPDATE analytics.reports r
             SET status = 'running', attempts = r.attempts + 1, started_at = now(),
                 lease_until = now() + $1::interval
@@ -124,9 +127,10 @@ pub async fn process_next(pool: &PgPool, lease: Duration) -> Result<bool, sqlx::
                   ORDER BY requested_at
                   LIMIT 1 FOR UPDATE SKIP LOCKED) next
           WHERE r.report_id = next.next_id
-         RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(format!("{} milliseconds", lease.as_millis()))
+         RETURNING report_id, status, area_kind, area, property_type, period, from_date, to_date,
+                   requested_at, started_at, finished_at, attempts, error, row_count",
+        format!("{} milliseconds", lease.as_millis()) as _,
+    )
     .fetch_optional(pool)
     .await?;
     let Some(job) = claimed else {
@@ -178,15 +182,15 @@ pub async fn process_next(pool: &PgPool, lease: Duration) -> Result<bool, sqlx::
         "GeneratedAt": Utc::now(),
         "Items": items,
     });
-    sqlx::query(
+    sqlx::query!(
         "UPDATE analytics.reports
             SET status = 'done', finished_at = now(), lease_until = NULL, row_count = $2, csv = $3, json = $4
           WHERE report_id = $1 AND status = 'running'",
+        report_id,
+        i32::try_from(rows.len()).unwrap_or(i32::MAX),
+        csv,
+        json,
     )
-    .bind(report_id)
-    .bind(i32::try_from(rows.len()).unwrap_or(i32::MAX))
-    .bind(csv)
-    .bind(json)
     .execute(pool)
     .await?;
     tracing::info!(%report_id, rows = rows.len(), "market report built");
@@ -195,12 +199,12 @@ pub async fn process_next(pool: &PgPool, lease: Duration) -> Result<bool, sqlx::
 
 async fn fail(pool: &PgPool, report_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
     tracing::error!(%report_id, reason, "market report failed");
-    sqlx::query(
+    sqlx::query!(
         "UPDATE analytics.reports SET status = 'failed', finished_at = now(), lease_until = NULL, error = $2
           WHERE report_id = $1",
+        report_id,
+        reason,
     )
-    .bind(report_id)
-    .bind(reason)
     .execute(pool)
     .await?;
     Ok(())

@@ -91,13 +91,14 @@ impl BusinessMetrics {
 
     async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let month = crate::compute::Grain::Month.start_of(Utc::now().date_naive());
-        let rows: Vec<CurrentMonth> = sqlx::query_as(
+        let rows = sqlx::query_as!(
+            CurrentMonth,
             "SELECT area_kind, area, inventory, new_listings, median_list_price, home_sales, price_changes
                FROM analytics.market_metrics
               WHERE period = 'month' AND period_start = $1 AND property_type = 'All'
                 AND area_kind IN ('market', 'city')",
+            month,
         )
-        .bind(month)
         .fetch_all(pool)
         .await?;
         for gauge in [

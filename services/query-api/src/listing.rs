@@ -13,11 +13,10 @@ use keh_events::{ListingKey, Sequence};
 use keh_http::Problem;
 use keh_store::outbox;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::params::{Params, invalid};
 use crate::visibility::{hidden_from, may_see_private, visible};
-use crate::{MAX_WAIT, QueryApi, SCHEMA, database_problem};
+use crate::{MAX_WAIT, QueryApi, database_problem};
 
 /// A listing's entity tag: its version, `"N"` (what commands take back as `If-Match`).
 pub(crate) fn etag(version: Sequence) -> String {
@@ -98,13 +97,15 @@ pub(crate) async fn read(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let timer = keh_platform::metrics::db_timer("query.read");
-        let row: Option<(Sequence, Value)> = sqlx::query_as(&format!(
-            "SELECT version, state FROM {SCHEMA}.listings WHERE listing_key = $1"
-        ))
-        .bind(&key)
+        let row = sqlx::query!(
+            r#"SELECT version AS "version: Sequence", state FROM read_model.listings
+                WHERE listing_key = $1"#,
+            key.as_str(),
+        )
         .fetch_optional(&api.shared.pool)
         .await
-        .map_err(|e| database_problem(&e))?;
+        .map_err(|e| database_problem(&e))?
+        .map(|r| (r.version, r.state));
         drop(timer);
         // A hidden listing does not exist for this caller: neither its versions nor its
         // projection's progress are told.
@@ -173,10 +174,10 @@ async fn read_as_of(
     let _timer = keh_platform::metrics::db_timer("query.as_of");
     // A listing hidden now (Delete, Incomplete) is hidden at every instant: its past is
     // its agent's and the administrators' too.
-    let current: Option<Value> = sqlx::query_scalar(&format!(
-        "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
-    ))
-    .bind(key)
+    let current = sqlx::query_scalar!(
+        "SELECT state FROM read_model.listings WHERE listing_key = $1",
+        key.as_str(),
+    )
     .fetch_optional(&api.shared.pool)
     .await
     .map_err(|e| database_problem(&e))?;
@@ -235,10 +236,10 @@ pub(crate) async fn history(
     params.only(&[])?;
     let _timer = keh_platform::metrics::db_timer("query.history");
     // Private fields in the history are for whoever may see them on the listing today.
-    let current: Option<Value> = sqlx::query_scalar(&format!(
-        "SELECT state FROM {SCHEMA}.listings WHERE listing_key = $1"
-    ))
-    .bind(&key)
+    let current = sqlx::query_scalar!(
+        "SELECT state FROM read_model.listings WHERE listing_key = $1",
+        key.as_str(),
+    )
     .fetch_optional(&api.shared.pool)
     .await
     .map_err(|e| database_problem(&e))?;
@@ -249,11 +250,11 @@ pub(crate) async fn history(
         return Err(no_listing(&key));
     }
     let private = current.is_some_and(|state| may_see_private(&caller, &state));
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query!(
         "SELECT sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data
-           FROM {SCHEMA}.listing_events WHERE listing_key = $1 ORDER BY sequence"
-    ))
-    .bind(&key)
+           FROM read_model.listing_events WHERE listing_key = $1 ORDER BY sequence",
+        key.as_str(),
+    )
     .fetch_all(&api.shared.pool)
     .await
     .map_err(|e| database_problem(&e))?;
@@ -263,30 +264,25 @@ pub(crate) async fn history(
     let items: Vec<Value> = rows
         .iter()
         .map(|row| {
-            let actor = row.get::<String, _>("actor");
-            let mut data = row.get::<Value, _>("data");
+            let actor = &row.actor;
+            let mut data = row.data.clone();
             keh_events::public::served(&mut data, private);
             json!({
-                "Sequence": row.get::<i64, _>("sequence"),
-                "EventId": row.get::<uuid_type::Uuid, _>("event_id"),
-                "EventType": row.get::<String, _>("event_type"),
-                "EffectiveAt": row.get::<DateTime<Utc>, _>("effective_at"),
-                "RecordedAt": row.get::<DateTime<Utc>, _>("recorded_at"),
+                "Sequence": row.sequence,
+                "EventId": row.event_id,
+                "EventType": row.event_type,
+                "EffectiveAt": row.effective_at,
+                "RecordedAt": row.recorded_at,
                 // Who acted is for the listing's agent and administrators.
                 "Actor": if private {
-                    actor
+                    actor.clone()
                 } else {
-                    keh_events::public::public_actor(&actor).to_owned()
+                    keh_events::public::public_actor(actor).to_owned()
                 },
-                "CorrelationId": row.get::<uuid_type::Uuid, _>("correlation_id"),
+                "CorrelationId": row.correlation_id,
                 "Data": data,
             })
         })
         .collect();
     Ok(Json(json!({ "ListingKey": key, "items": items })).into_response())
-}
-
-/// Re-exported so the history row decoding names its UUID type plainly.
-mod uuid_type {
-    pub(crate) use sqlx::types::Uuid;
 }

@@ -42,13 +42,17 @@ pub async fn apply_facts(
     let keys: Vec<&ListingKey> = by_listing.keys().collect();
     // As text, parsed straight into the typed facts: a `serde_json::Value` tree of every
     // listing's timeline first was the analytics worker's largest cost under load (perf).
-    let rows: Vec<(ListingKey, Sequence, String)> = sqlx::query_as(
-        "SELECT listing_key, version, facts::text FROM analytics.listing_facts
-          WHERE listing_key = ANY($1) ORDER BY listing_key FOR UPDATE",
+    let rows = sqlx::query!(
+        r#"SELECT listing_key AS "listing_key: ListingKey", version AS "version: Sequence",
+                  facts::text AS "facts!"
+             FROM analytics.listing_facts
+            WHERE listing_key = ANY($1) ORDER BY listing_key FOR UPDATE"#,
+        &keys as _,
     )
-    .bind(&keys)
     .fetch_all(&mut *connection)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.listing_key, r.version, r.facts));
     let mut current: HashMap<ListingKey, (Sequence, String)> = rows
         .into_iter()
         .map(|(key, version, facts)| (key, (version, facts)))
@@ -145,7 +149,7 @@ async fn write_facts(
         last_dates.push(facts.last_date());
         values.push(serde_json::to_string(facts).map_err(|e| ApplyError::State(key.clone(), e))?);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO analytics.listing_facts
              (listing_key, version, property_type, city, postal_code, subdivision, first_date, last_date, facts)
          SELECT k, v, t, c, p, s, fd, ld, f::jsonb
@@ -157,16 +161,16 @@ async fn write_facts(
              first_date = EXCLUDED.first_date, last_date = EXCLUDED.last_date, facts = EXCLUDED.facts,
              updated_at = now()
          WHERE analytics.listing_facts.version < EXCLUDED.version",
+        keys as _,
+        versions as _,
+        &types as &[&str],
+        cities as _,
+        postal_codes as _,
+        subdivisions as _,
+        &first_dates,
+        last_dates as _,
+        &values,
     )
-    .bind(keys)
-    .bind(versions)
-    .bind(types)
-    .bind(cities)
-    .bind(postal_codes)
-    .bind(subdivisions)
-    .bind(first_dates)
-    .bind(last_dates)
-    .bind(values)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -185,14 +189,14 @@ pub async fn mark_dirty(
     let areas: Vec<&str> = marks.keys().map(|k| k.area.as_str()).collect();
     let types: Vec<&str> = marks.keys().map(|k| k.property_type.as_str()).collect();
     let dates: Vec<NaiveDate> = marks.values().copied().collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO analytics.dirty_marks (area_kind, area, property_type, dirty_from)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])",
+        &kinds as &[&str],
+        &areas as &[&str],
+        &types as &[&str],
+        &dates,
     )
-    .bind(kinds)
-    .bind(areas)
-    .bind(types)
-    .bind(dates)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -202,17 +206,17 @@ pub async fn mark_dirty(
 /// new generation when marked again), locking the series' rows in key order so two
 /// folders never deadlock. Marks committed after this statement began wait for the next.
 pub async fn fold_marks(executor: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH moved AS (
+    sqlx::query!(
+        r#"WITH moved AS (
              DELETE FROM analytics.dirty_marks
              RETURNING area_kind, area, property_type, dirty_from)
          INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
          SELECT area_kind, area, property_type, min(dirty_from) FROM moved
           GROUP BY area_kind, area, property_type
-          ORDER BY area_kind COLLATE \"C\", area COLLATE \"C\", property_type COLLATE \"C\"
+          ORDER BY area_kind COLLATE "C", area COLLATE "C", property_type COLLATE "C"
          ON CONFLICT (area_kind, area, property_type)
          DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
-                       generation = nextval('analytics.dirty_generation')",
+                       generation = nextval('analytics.dirty_generation')"#,
     )
     .execute(executor)
     .await?;

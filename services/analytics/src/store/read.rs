@@ -93,7 +93,8 @@ pub async fn series_rows(
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
 ) -> Result<Vec<MetricsRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        MetricsRow,
         "SELECT period_start, period_end, as_of, new_listings, active_listings, inventory, pending_sales,
                 home_sales, price_changes, median_list_price, median_list_price_per_sqft, median_sale_price,
                 median_sale_price_per_sqft, median_days_on_market, sale_to_list_ratio,
@@ -102,13 +103,13 @@ pub async fn series_rows(
           WHERE area_kind = $1 AND area = $2 AND property_type = $3 AND period = $4
             AND ($5::date IS NULL OR period_start >= $5) AND ($6::date IS NULL OR period_start <= $6)
           ORDER BY period_start",
+        key.kind.as_str(),
+        key.area,
+        key.property_type,
+        grain.as_str(),
+        from,
+        to,
     )
-    .bind(key.kind.as_str())
-    .bind(&key.area)
-    .bind(&key.property_type)
-    .bind(grain.as_str())
-    .bind(from)
-    .bind(to)
     .fetch_all(executor)
     .await
 }
@@ -130,13 +131,14 @@ pub async fn series_list(
     kind: Option<AreaKind>,
     property_type: Option<&str>,
 ) -> Result<Vec<SeriesRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SeriesRow,
         "SELECT area_kind, area, property_type, listings, first_date FROM analytics.series
           WHERE ($1::text IS NULL OR area_kind = $1) AND ($2::text IS NULL OR property_type = $2)
           ORDER BY area_kind, area, property_type",
+        kind.map(AreaKind::as_str),
+        property_type,
     )
-    .bind(kind.map(AreaKind::as_str))
-    .bind(property_type)
     .fetch_all(executor)
     .await
 }
@@ -146,12 +148,13 @@ pub async fn series_exists(
     executor: impl sqlx::PgExecutor<'_>,
     key: &SeriesKey,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM analytics.series WHERE area_kind = $1 AND area = $2 AND property_type = $3)",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM analytics.series
+                           WHERE area_kind = $1 AND area = $2 AND property_type = $3) AS "exists!""#,
+        key.kind.as_str(),
+        key.area,
+        key.property_type,
     )
-    .bind(key.kind.as_str())
-    .bind(&key.area)
-    .bind(&key.property_type)
     .fetch_one(executor)
     .await
 }
@@ -159,10 +162,10 @@ pub async fn series_exists(
 /// Series still waiting for recomputation (a measure of the worker's lag): those marked
 /// and those whose marks are not folded yet.
 pub async fn dirty_count(executor: impl sqlx::PgExecutor<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM (
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM (
              SELECT area_kind, area, property_type FROM analytics.dirty_series
-             UNION SELECT area_kind, area, property_type FROM analytics.dirty_marks) d",
+             UNION SELECT area_kind, area, property_type FROM analytics.dirty_marks) d"#,
     )
     .fetch_one(executor)
     .await

@@ -30,11 +30,10 @@ pub async fn rebuild(
     const CHUNK: i64 = 5_000;
     let total = keh_store::outbox::event_count(pool).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(ANALYTICS_LOCK)
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", ANALYTICS_LOCK)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "TRUNCATE analytics.listing_facts, analytics.dirty_series, analytics.dirty_marks, analytics.series, analytics.market_metrics",
     )
     .execute(&mut *tx)
@@ -53,17 +52,18 @@ pub async fn rebuild(
         apply_facts(&mut tx, events.into_iter().map(|e| e.envelope).collect()).await?;
         progress(done, total.max(done));
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO analytics.clock (today) VALUES ($1) ON CONFLICT (id) DO UPDATE SET today = $1",
+        today,
     )
-    .bind(today)
     .execute(&mut *tx)
     .await?;
     recompute_all(&mut tx, today).await?;
-    let listings: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.listing_facts")
-        .fetch_one(&mut *tx)
-        .await?;
-    let series: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics.series")
+    let listings =
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM analytics.listing_facts"#)
+            .fetch_one(&mut *tx)
+            .await?;
+    let series = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM analytics.series"#)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;

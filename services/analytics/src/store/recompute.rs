@@ -54,7 +54,8 @@ pub async fn recompute_dirty(
     // further changes): under a steady stream of commands the whole-market series, which
     // holds every listing, would otherwise be recomputed back to back and keep a core busy.
     // A series quiet for longer is recomputed at once.
-    let claimed: Vec<Dirty> = sqlx::query_as(
+    let claimed = sqlx::query_as!(
+        Dirty,
         "UPDATE analytics.dirty_series d SET claimed_until = now() + $2::interval
            FROM (SELECT d.area_kind, d.area, d.property_type FROM analytics.dirty_series d
                    LEFT JOIN analytics.series s
@@ -65,45 +66,44 @@ pub async fn recompute_dirty(
                   LIMIT $1 FOR UPDATE OF d SKIP LOCKED) c
           WHERE (d.area_kind, d.area, d.property_type) = (c.area_kind, c.area, c.property_type)
          RETURNING d.area_kind, d.area, d.property_type, d.dirty_from, d.generation",
+        limit,
+        format!("{} milliseconds", lease.as_millis()) as _,
+        format!("{} milliseconds", min_interval.as_millis()) as _,
     )
-    .bind(limit)
-    .bind(format!("{} milliseconds", lease.as_millis()))
-    .bind(format!("{} milliseconds", min_interval.as_millis()))
     .fetch_all(pool)
     .await?;
     for dirty in &claimed {
         let mut tx = pool.begin().await?;
         // Two workers on one series (a claim can outlive its lease) take turns, and each
         // reads the facts only once it holds the series.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!(
-                "{}|{}|{}",
-                dirty.area_kind, dirty.area, dirty.property_type
-            ))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            format!("{}|{}|{}", dirty.area_kind, dirty.area, dirty.property_type),
+        )
+        .execute(&mut *tx)
+        .await?;
         if let Some(key) = dirty.key() {
             recompute_series(&mut tx, &key, dirty.dirty_from, today).await?;
         }
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "DELETE FROM analytics.dirty_series
               WHERE area_kind = $1 AND area = $2 AND property_type = $3 AND generation = $4",
+            dirty.area_kind,
+            dirty.area,
+            dirty.property_type,
+            dirty.generation,
         )
-        .bind(&dirty.area_kind)
-        .bind(&dirty.area)
-        .bind(&dirty.property_type)
-        .bind(dirty.generation)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             // Marked again while we computed: hand it back for the next round.
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE analytics.dirty_series SET claimed_until = NULL
                   WHERE area_kind = $1 AND area = $2 AND property_type = $3",
+                dirty.area_kind,
+                dirty.area,
+                dirty.property_type,
             )
-            .bind(&dirty.area_kind)
-            .bind(&dirty.area)
-            .bind(&dirty.property_type)
             .execute(&mut *tx)
             .await?;
         }
@@ -118,7 +118,8 @@ pub(super) async fn recompute_all(
     today: NaiveDate,
 ) -> Result<usize, AnalyticsError> {
     fold_marks(&mut *connection).await?;
-    let dirty: Vec<Dirty> = sqlx::query_as(
+    let dirty = sqlx::query_as!(
+        Dirty,
         "SELECT area_kind, area, property_type, dirty_from, generation FROM analytics.dirty_series",
     )
     .fetch_all(&mut *connection)
@@ -126,7 +127,7 @@ pub(super) async fn recompute_all(
     for (key, from) in dirty.iter().filter_map(|d| Some((d.key()?, d.dirty_from))) {
         recompute_series(connection, &key, from, today).await?;
     }
-    sqlx::query("DELETE FROM analytics.dirty_series")
+    sqlx::query!("DELETE FROM analytics.dirty_series")
         .execute(&mut *connection)
         .await?;
     Ok(dirty.len())
@@ -241,7 +242,7 @@ async fn write_series(
     let grains: Vec<&str> = computed.iter().map(|(grain, _)| grain.as_str()).collect();
     let from_starts: Vec<NaiveDate> = computed.iter().map(|(g, _)| g.start_of(from)).collect();
     let first_starts: Vec<NaiveDate> = computed.iter().map(|(g, _)| g.start_of(first)).collect();
-    sqlx::query(
+    sqlx::query!(
         "WITH n AS (
              SELECT * FROM UNNEST($4::text[], $5::date[], $6::date[], $7::date[],
                   $8::integer[], $9::integer[], $10::integer[], $11::integer[], $12::integer[], $13::integer[],
@@ -289,35 +290,35 @@ async fn write_series(
          VALUES ($1, $2, $3, $27, $28, now())
          ON CONFLICT (area_kind, area, property_type) DO UPDATE SET
              listings = EXCLUDED.listings, first_date = EXCLUDED.first_date, computed_at = now()",
+        key.kind.as_str(),
+        key.area,
+        key.property_type,
+        &periods as &[&str],
+        &date(|p| p.period_start),
+        &date(|p| p.period_end),
+        &date(|p| p.as_of),
+        &count(|p| p.new_listings),
+        &count(|p| p.active_listings),
+        &count(|p| p.inventory),
+        &count(|p| p.pending_sales),
+        &count(|p| p.home_sales),
+        &count(|p| p.price_changes),
+        column(|p| p.median_list_price) as _,
+        column(|p| p.median_list_price_per_sqft) as _,
+        column(|p| p.median_sale_price) as _,
+        column(|p| p.median_sale_price_per_sqft) as _,
+        column(|p| p.median_days_on_market) as _,
+        column(|p| p.sale_to_list_ratio) as _,
+        column(|p| p.sale_to_original_list_ratio) as _,
+        column(|p| p.sold_above_list) as _,
+        column(|p| p.price_drops) as _,
+        column(|p| p.months_of_supply) as _,
+        &grains as &[&str],
+        &from_starts,
+        &first_starts,
+        listings,
+        first,
     )
-    .bind(key.kind.as_str())
-    .bind(&key.area)
-    .bind(&key.property_type)
-    .bind(periods)
-    .bind(date(|p| p.period_start))
-    .bind(date(|p| p.period_end))
-    .bind(date(|p| p.as_of))
-    .bind(count(|p| p.new_listings))
-    .bind(count(|p| p.active_listings))
-    .bind(count(|p| p.inventory))
-    .bind(count(|p| p.pending_sales))
-    .bind(count(|p| p.home_sales))
-    .bind(count(|p| p.price_changes))
-    .bind(column(|p| p.median_list_price))
-    .bind(column(|p| p.median_list_price_per_sqft))
-    .bind(column(|p| p.median_sale_price))
-    .bind(column(|p| p.median_sale_price_per_sqft))
-    .bind(column(|p| p.median_days_on_market))
-    .bind(column(|p| p.sale_to_list_ratio))
-    .bind(column(|p| p.sale_to_original_list_ratio))
-    .bind(column(|p| p.sold_above_list))
-    .bind(column(|p| p.price_drops))
-    .bind(column(|p| p.months_of_supply))
-    .bind(grains)
-    .bind(from_starts)
-    .bind(first_starts)
-    .bind(listings)
-    .bind(first)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -327,17 +328,19 @@ async fn write_series(
 /// new day (its periods' figures are as of today, and a new period may have begun).
 pub async fn advance_clock(pool: &PgPool, today: NaiveDate) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO analytics.clock (today) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(today)
-        .execute(&mut *tx)
-        .await?;
-    let previous: Option<NaiveDate> = sqlx::query_scalar(
+    sqlx::query!(
+        "INSERT INTO analytics.clock (today) VALUES ($1) ON CONFLICT DO NOTHING",
+        today,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let previous = sqlx::query_scalar!(
         "UPDATE analytics.clock c SET today = $1
            FROM (SELECT today FROM analytics.clock FOR UPDATE) old
           WHERE old.today < $1
          RETURNING old.today",
+        today,
     )
-    .bind(today)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(previous) = previous else {
@@ -345,15 +348,15 @@ pub async fn advance_clock(pool: &PgPool, today: NaiveDate) -> Result<bool, sqlx
         return Ok(false);
     };
     let from = previous.succ_opt().unwrap_or(today);
-    sqlx::query(
-        "INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
+    sqlx::query!(
+        r#"INSERT INTO analytics.dirty_series (area_kind, area, property_type, dirty_from)
          SELECT area_kind, area, property_type, $1 FROM analytics.series
-          ORDER BY area_kind COLLATE \"C\", area COLLATE \"C\", property_type COLLATE \"C\"
+          ORDER BY area_kind COLLATE "C", area COLLATE "C", property_type COLLATE "C"
          ON CONFLICT (area_kind, area, property_type)
          DO UPDATE SET dirty_from = LEAST(analytics.dirty_series.dirty_from, EXCLUDED.dirty_from),
-                       generation = nextval('analytics.dirty_generation')",
+                       generation = nextval('analytics.dirty_generation')"#,
+        from,
     )
-    .bind(from)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
