@@ -187,7 +187,7 @@ async fn load(
     let mut last = Cursor::START;
     while let Some(chunk) = ready.recv().await {
         let (cursor, facts) = chunk?;
-        let count = u64::try_from(facts.len()).unwrap_or(0);
+        let count = facts.len() as u64;
         // A listing's events all go to the same applier, in order; the appliers share no
         // row, so their transactions never wait for one another.
         let mut parts: Vec<Vec<EventEnvelope>> = (0..appliers).map(|_| Vec::new()).collect();
@@ -310,7 +310,7 @@ async fn replay_chunk(
     let Some(last) = events.last().map(|e| e.cursor) else {
         return Ok((after, 0));
     };
-    let count = u64::try_from(events.len()).unwrap_or(0);
+    let count = events.len() as u64;
     let facts: Vec<EventEnvelope> = events.into_iter().map(|e| e.envelope).collect();
     let _: Applied = apply::apply(connection, schema, facts).await?;
     Ok((last, count))

@@ -455,7 +455,7 @@ pub async fn run(
                 Err(other) => return Err(other),
             }
         }
-        report.events += u64::try_from(appended).unwrap_or(0);
+        report.events += appended as u64;
         match failure {
             Some(message) => fail(&mut report, Some(key), message),
             None if appended > 0 => report.changed += 1,

@@ -427,7 +427,7 @@ pub async fn run(
                         )
                         .await
                     {
-                        Ok(done) => seeded.events += u64::try_from(done.appended).unwrap_or(0),
+                        Ok(done) => seeded.events += done.appended as u64,
                         Err(ExecuteError::Rule(rule))
                             if rule.kind == keh_listing::ErrorKind::AlreadyExists =>
                         {

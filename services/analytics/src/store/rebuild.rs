@@ -48,7 +48,7 @@ pub async fn rebuild(
             break;
         };
         cursor = last;
-        done += u64::try_from(events.len()).unwrap_or(0);
+        done += events.len() as u64;
         apply_facts(&mut tx, events.into_iter().map(|e| e.envelope).collect()).await?;
         progress(done, total.max(done));
     }

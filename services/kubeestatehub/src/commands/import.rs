@@ -25,7 +25,7 @@ pub(crate) async fn import_file(settings: &Settings, file: &std::path::Path) -> 
     let mut ignored = std::collections::BTreeSet::new();
     let rows = import::read(&bytes, &mut ignored);
     let bar = super::progress_bar("importing", "rows");
-    bar.set_length(u64::try_from(rows.len()).unwrap_or(u64::MAX));
+    bar.set_length(rows.len() as u64);
     let progress = bar.clone();
     let report = import::run(store, rows, move || progress.inc(1))
         .await

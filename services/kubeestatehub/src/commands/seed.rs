@@ -18,7 +18,7 @@ pub(crate) async fn seed_market(
     let store = Arc::new(Store::new(pool, settings.snapshot_every));
     let planned = seed::plan(plan);
     let bar = super::progress_bar("seeding", "listings");
-    bar.set_length(u64::try_from(planned.len()).unwrap_or(u64::MAX));
+    bar.set_length(planned.len() as u64);
     let started = std::time::Instant::now();
     let progress = bar.clone();
     let seeded = seed::run(store, planned, concurrency, move |n| progress.inc(n))
