@@ -165,15 +165,13 @@ pub(crate) async fn read(
     }
 }
 
-async fn read_as_of(
+/// The listing's projected state today (`None`: not projected), or a 404 when it is hidden
+/// from `caller` (Delete, Incomplete: only its agent and administrators see it).
+async fn visible_state(
     api: &QueryApi,
     key: &ListingKey,
-    as_of: DateTime<Utc>,
     caller: &Caller,
-) -> Result<Response, Problem> {
-    let _timer = keh_platform::metrics::db_timer("query.as_of");
-    // A listing hidden now (Delete, Incomplete) is hidden at every instant: its past is
-    // its agent's and the administrators' too.
+) -> Result<Option<Value>, Problem> {
     let current = sqlx::query_scalar!(
         "SELECT state FROM read_model.listings WHERE listing_key = $1",
         key.as_str(),
@@ -187,6 +185,19 @@ async fn read_as_of(
     {
         return Err(no_listing(key));
     }
+    Ok(current)
+}
+
+async fn read_as_of(
+    api: &QueryApi,
+    key: &ListingKey,
+    as_of: DateTime<Utc>,
+    caller: &Caller,
+) -> Result<Response, Problem> {
+    let _timer = keh_platform::metrics::db_timer("query.as_of");
+    // A listing hidden now (Delete, Incomplete) is hidden at every instant: its past is
+    // its agent's and the administrators' too.
+    visible_state(api, key, caller).await?;
     let partition = api.shared.layout.partition_of(key.as_str());
     let events = outbox::listing_events(&api.shared.pool, key, None, None, Some(as_of), partition)
         .await
@@ -236,19 +247,7 @@ pub(crate) async fn history(
     params.only(&[])?;
     let _timer = keh_platform::metrics::db_timer("query.history");
     // Private fields in the history are for whoever may see them on the listing today.
-    let current = sqlx::query_scalar!(
-        "SELECT state FROM read_model.listings WHERE listing_key = $1",
-        key.as_str(),
-    )
-    .fetch_optional(&api.shared.pool)
-    .await
-    .map_err(|e| database_problem(&e))?;
-    if current
-        .as_ref()
-        .is_some_and(|state| hidden_from(&caller, state))
-    {
-        return Err(no_listing(&key));
-    }
+    let current = visible_state(&api, &key, &caller).await?;
     let private = current.is_some_and(|state| may_see_private(&caller, &state));
     let rows = sqlx::query!(
         "SELECT sequence, event_id, event_type, effective_at, recorded_at, actor, correlation_id, data
