@@ -147,14 +147,24 @@ impl Schema {
     /// Makes this schema's tables the ones the transaction's unqualified names mean (`SET
     /// LOCAL search_path`, bound rather than spliced): the read model's statements are
     /// written once, checked at build time against the live schema, and write into a
-    /// rebuild's schema just the same.
+    /// rebuild's schema just the same. A transaction writing the live schema also holds the
+    /// rebuild's swap lock shared until it ends, in the same statement: no batch straddles
+    /// a swap (the rebuild takes the lock exclusively to swap).
     pub async fn choose(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query_scalar!(
-            "SELECT set_config('search_path', $1, true)",
-            format!("{}, public", self.0),
-        )
-        .fetch_one(connection)
-        .await?;
+        let path = format!("{}, public", self.0);
+        if self.0 == crate::LIVE_SCHEMA {
+            sqlx::query!(
+                "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock_shared($2)",
+                path,
+                crate::projector::SWAP_LOCK,
+            )
+            .fetch_one(connection)
+            .await?;
+        } else {
+            sqlx::query_scalar!("SELECT set_config('search_path', $1, true)", path)
+                .fetch_one(connection)
+                .await?;
+        }
         Ok(())
     }
 }

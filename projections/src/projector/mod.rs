@@ -72,7 +72,7 @@ impl Applier for ReadModel {
         connection: &mut PgConnection,
         facts: Vec<EventEnvelope>,
     ) -> Result<Applied, ApplyError> {
-        hold_shared(connection, SWAP_LOCK).await?;
+        // Choosing the live schema holds the swap lock shared (see `Schema::choose`).
         apply::apply(connection, &Schema::live(), facts).await
     }
 }
