@@ -64,10 +64,6 @@ impl ListingKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
 impl TryFrom<String> for ListingKey {
@@ -110,18 +106,6 @@ impl fmt::Display for ListingKey {
     }
 }
 
-impl PartialEq<str> for ListingKey {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for ListingKey {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
 /// The 1-based position of an event in its listing's history: gapless per listing, and the
 /// listing's version once that event is applied. Stored as `BIGINT`, so at most `i64::MAX`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -134,21 +118,8 @@ pub struct Sequence(u64);
 pub struct SequenceError(pub i128);
 
 impl Sequence {
-    /// The first event of every listing.
-    pub const FIRST: Self = Self(1);
-
     pub const fn get(self) -> u64 {
         self.0
-    }
-
-    /// The sequence `count` events after this one.
-    pub fn after(self, count: u64) -> Result<Self, SequenceError> {
-        Self::try_from(i128::from(self.0) + i128::from(count))
-    }
-
-    /// The sequence right after `version` (0 for a listing with no events yet).
-    pub fn next_after(version: u64) -> Result<Self, SequenceError> {
-        Self::try_from(i128::from(version) + 1)
     }
 }
 
@@ -333,10 +304,11 @@ mod tests {
         assert_eq!(Sequence::try_from(-3_i64), Err(SequenceError(-3)));
         assert_eq!(Sequence::try_from(i64::MAX).map(i64::from), Ok(i64::MAX));
         assert!(Sequence::try_from(u64::MAX).is_err());
-        assert!(Sequence::try_from(i64::MAX).unwrap().after(1).is_err());
-        assert_eq!(Sequence::next_after(0), Ok(Sequence::FIRST));
         assert!(serde_json::from_str::<Sequence>("0").is_err());
         assert_eq!(serde_json::from_str::<Sequence>("7").unwrap().get(), 7);
-        assert_eq!(serde_json::to_string(&Sequence::FIRST).unwrap(), "1");
+        assert_eq!(
+            serde_json::to_string(&Sequence::try_from(1_u64).unwrap()).unwrap(),
+            "1"
+        );
     }
 }
