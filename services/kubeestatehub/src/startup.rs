@@ -253,61 +253,59 @@ impl Tasks {
         self.names.insert(handle.id(), name);
     }
 
-    /// Runs until the first task ends (normally because `shutdown` came; otherwise that ends
-    /// the process), then lets the others drain for at most `grace` after shutdown began.
-    /// What is still running then is named and stopped: a process that never exits is
-    /// killed by its orchestrator with nothing said about why.
+    /// Runs until `shutdown` (or until a task ends by itself, by failing or on a bug: that
+    /// ends the process too), then lets the tasks drain for at most `grace`. What is still
+    /// running then is named and stopped: a process that never exits is killed by its
+    /// orchestrator with nothing said about why.
     async fn run(mut self, shutdown: &CancellationToken, grace: Duration) -> anyhow::Result<()> {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => None,
+            joined = self.set.join_next_with_id() => joined,
+        };
+        shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
         let mut outcome = Ok(());
-        let mut deadline = None;
+        if let Some(joined) = first {
+            self.ended(joined, &mut outcome);
+        }
         loop {
-            let joined = match deadline {
-                None => tokio::select! {
-                    () = shutdown.cancelled() => {
-                        deadline = Some(tokio::time::Instant::now() + grace);
-                        continue;
-                    }
-                    joined = self.set.join_next_with_id() => joined,
-                },
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await {
-                        Ok(joined) => joined,
-                        Err(_) => {
-                            let mut waiting: Vec<&str> = self.names.values().copied().collect();
-                            waiting.sort_unstable();
-                            let waiting = waiting.join(", ");
-                            tracing::error!(%waiting, ?grace, "shutdown: not drained in time; stopping what is left");
-                            self.set.shutdown().await;
-                            return Err(anyhow::anyhow!(
-                                "shutdown: not drained within {grace:?}: {waiting}"
-                            ));
-                        }
-                    }
+            match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await {
+                Ok(Some(joined)) => self.ended(joined, &mut outcome),
+                Ok(None) => return outcome,
+                Err(_) => {
+                    let mut waiting: Vec<&str> = self.names.values().copied().collect();
+                    waiting.sort_unstable();
+                    let waiting = waiting.join(", ");
+                    tracing::error!(%waiting, ?grace, "shutdown: not drained in time; stopping what is left");
+                    self.set.shutdown().await;
+                    return Err(anyhow::anyhow!(
+                        "shutdown: not drained within {grace:?}: {waiting}"
+                    ));
                 }
-            };
-            let Some(joined) = joined else {
-                return outcome;
-            };
-            if deadline.is_none() {
-                // The first task to end ends the process.
-                deadline = Some(tokio::time::Instant::now() + grace);
-                shutdown.cancel();
             }
-            let (id, result) = match joined {
-                Ok((id, result)) => (id, result),
-                Err(error) => (error.id(), Err(anyhow::anyhow!("task failed: {error}"))),
-            };
-            let name = self.names.remove(&id).unwrap_or("a task");
-            match result {
-                Ok(()) => tracing::debug!(task = name, "shutdown: drained"),
-                Err(error) => {
-                    tracing::error!(
-                        task = name,
-                        error = format!("{error:#}"),
-                        "task ended with an error"
-                    );
-                    outcome = Err(error.context(name));
-                }
+        }
+    }
+
+    /// Records how a task ended; an error becomes the process's outcome.
+    fn ended(
+        &mut self,
+        joined: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
+        outcome: &mut anyhow::Result<()>,
+    ) {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(error) => (error.id(), Err(anyhow::anyhow!("task failed: {error}"))),
+        };
+        let name = self.names.remove(&id).unwrap_or("a task");
+        match result {
+            Ok(()) => tracing::debug!(task = name, "shutdown: drained"),
+            Err(error) => {
+                tracing::error!(
+                    task = name,
+                    error = format!("{error:#}"),
+                    "task ended with an error"
+                );
+                *outcome = Err(error.context(name));
             }
         }
     }
