@@ -42,6 +42,16 @@ pub fn remove_private_fields(value: &mut serde_json::Value) {
     }
 }
 
+impl ListingDetails {
+    /// These details without [`PRIVATE_FIELDS`]: the typed twin of
+    /// [`remove_private_fields`], for surfaces that build their answer from types (a test
+    /// holds the two equal).
+    pub fn without_private(mut self) -> Self {
+        self.private_remarks = None;
+        self
+    }
+}
+
 /// Invokes `$mac!` with the list of descriptive listing fields, so that the full record
 /// ([`ListingDetails`]), its patch ([`DetailsPatch`]) and the HTTP DTOs are generated from
 /// one list and can never disagree.
@@ -396,6 +406,26 @@ mod tests {
             event
         );
         assert_eq!(serde_json::from_str::<ListingEvent>(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn typed_and_json_removal_of_private_fields_agree() {
+        assert_eq!(
+            PRIVATE_FIELDS,
+            ["PrivateRemarks"],
+            "a new private field must be cleared by ListingDetails::without_private too"
+        );
+        let details: ListingDetails = serde_json::from_value(serde_json::json!({
+            "ListingId": "MLS-1", "City": "Springfield", "PublicRemarks": "Sunny",
+            "PrivateRemarks": "Lockbox 1234", "ListAgentKey": "agent-1"
+        }))
+        .unwrap();
+        let mut by_json = serde_json::to_value(&details).unwrap();
+        remove_private_fields(&mut by_json);
+        let by_type = serde_json::to_value(details.without_private()).unwrap();
+        assert_eq!(by_type, by_json);
+        assert!(by_type.get("PrivateRemarks").is_none());
+        assert_eq!(by_type["PublicRemarks"], "Sunny");
     }
 
     #[test]

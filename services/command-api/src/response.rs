@@ -71,29 +71,21 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'_')
     .remove(b'~');
 
-/// The listing's state with its version as `ETag`.
+/// The listing as the caller may see it, with its version as `ETag`.
 pub(crate) fn listing_response(
-    listing: &Listing,
+    listing: Listing,
     status: StatusCode,
     replayed: Option<HeaderValue>,
     caller: &keh_auth::Caller,
 ) -> Response {
-    let Some(state) = listing.state() else {
+    let Some(state) = listing.into_state() else {
         return Problem::not_found("no such listing").into_response();
     };
     let details = &state.details;
-    let private = caller.may_see_private(
+    let audience = keh_resources::Audience::private_if(caller.may_see_private(
         details.list_agent_key.as_ref().map(|k| k.as_str()),
         details.list_office_key.as_ref().map(|k| k.as_str()),
-    );
-    let mut body = match serde_json::to_value(state) {
-        Ok(body) => body,
-        Err(error) => {
-            tracing::error!(%error, "listing state not serializable");
-            return Problem::internal().into_response();
-        }
-    };
-    keh_events::public::served(&mut body, private);
+    ));
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
         headers.insert(header::ETAG, etag);
@@ -108,5 +100,6 @@ pub(crate) fn listing_response(
     if let Some(value) = replayed {
         headers.insert("idempotent-replayed", value);
     }
+    let body = keh_resources::ListingResource::new(state, audience);
     (status, headers, Json(body)).into_response()
 }

@@ -68,7 +68,7 @@ pub(crate) async fn submit(
                 remember(api, &ctx, key, status, executed.listing.version(), None).await;
             }
             Ok(listing_response(
-                &executed.listing,
+                executed.listing,
                 status,
                 None,
                 &ctx.caller,
@@ -161,7 +161,7 @@ async fn replay_if_known(
         .await
         .map_err(execute_problem_plain)?;
     Ok(Some(listing_response(
-        &listing,
+        listing,
         status,
         Some(HeaderValue::from_static("true")),
         &ctx.caller,

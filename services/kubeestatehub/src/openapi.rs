@@ -16,8 +16,8 @@ use keh_command_api::dto::{
     PatchListingRequest, ReorderMediaRequest, ScheduleOpenHouseRequest,
 };
 use keh_http::Problem;
-use keh_listing::ListingState;
 use keh_query_api::market::ReportBody;
+use keh_resources::ListingResource;
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Value, json};
@@ -271,7 +271,7 @@ pub fn document() -> Value {
         generator: SchemaSettings::openapi3().into_generator(),
         paths: serde_json::Map::new(),
     };
-    let listing = doc.schema::<ListingState>();
+    let listing = doc.schema::<ListingResource>();
     let _problem = doc.schema::<Problem>();
     let listing_key = path("ListingKey", "The listing's system key");
     let if_match = param(

@@ -44,6 +44,11 @@ impl Listing {
         self.state.as_ref()
     }
 
+    /// The state, if the listing exists, taken out of the aggregate.
+    pub fn into_state(self) -> Option<ListingState> {
+        self.state
+    }
+
     /// A listing in a known state (e.g. read back from a read model).
     pub fn from_state(state: ListingState) -> Self {
         Self { state: Some(state) }

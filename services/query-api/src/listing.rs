@@ -11,8 +11,10 @@ use chrono::{DateTime, Utc};
 use keh_auth::Caller;
 use keh_events::{ListingKey, Sequence};
 use keh_http::Problem;
+use keh_listing::ListingState;
 use keh_store::outbox;
 use serde_json::{Value, json};
+use sqlx::types::Json as Jsonb;
 
 use crate::params::{Params, invalid};
 use crate::visibility::{hidden_from, may_see_private, visible};
@@ -31,7 +33,7 @@ fn tagged(mut response: Response, version: Sequence) -> Response {
     response
 }
 
-fn with_etag(state: Value, version: Sequence, caller: &Caller) -> Response {
+fn with_etag(state: ListingState, version: Sequence, caller: &Caller) -> Response {
     tagged(Json(visible(state, caller)).into_response(), version)
 }
 
@@ -98,14 +100,14 @@ pub(crate) async fn read(
     loop {
         let timer = keh_platform::metrics::db_timer("query.read");
         let row = sqlx::query!(
-            r#"SELECT version AS "version: Sequence", state FROM read_model.listings
-                WHERE listing_key = $1"#,
+            r#"SELECT version AS "version: Sequence", state AS "state: Jsonb<ListingState>"
+                 FROM read_model.listings WHERE listing_key = $1"#,
             key.as_str(),
         )
         .fetch_optional(&api.shared.pool)
         .await
         .map_err(|e| database_problem(&e))?
-        .map(|r| (r.version, r.state));
+        .map(|r| (r.version, r.state.0));
         drop(timer);
         // A hidden listing does not exist for this caller: neither its versions nor its
         // projection's progress are told.
@@ -171,14 +173,15 @@ async fn visible_state(
     api: &QueryApi,
     key: &ListingKey,
     caller: &Caller,
-) -> Result<Option<Value>, Problem> {
+) -> Result<Option<ListingState>, Problem> {
     let current = sqlx::query_scalar!(
-        "SELECT state FROM read_model.listings WHERE listing_key = $1",
+        r#"SELECT state AS "state: Jsonb<ListingState>" FROM read_model.listings WHERE listing_key = $1"#,
         key.as_str(),
     )
     .fetch_optional(&api.shared.pool)
     .await
-    .map_err(|e| database_problem(&e))?;
+    .map_err(|e| database_problem(&e))?
+    .map(|state| state.0);
     if current
         .as_ref()
         .is_some_and(|state| hidden_from(caller, state))
@@ -209,7 +212,7 @@ async fn read_as_of(
             }
         })?;
     let listing = keh_listing::aggregate::replay(events.into_iter().map(|e| e.envelope.event));
-    let Some(state) = listing.state() else {
+    let Some(state) = listing.into_state() else {
         return Err(
             Problem::not_found(format!("listing {key} did not exist at {as_of}")).with_field(
                 "as_of",
@@ -218,8 +221,7 @@ async fn read_as_of(
             ),
         );
     };
-    let value = serde_json::to_value(state).map_err(|_| Problem::internal())?;
-    if hidden_from(caller, &value) {
+    if hidden_from(caller, &state) {
         return Err(
             Problem::not_found(format!("listing {key} did not exist at {as_of}")).with_field(
                 "as_of",
@@ -228,11 +230,11 @@ async fn read_as_of(
             ),
         );
     }
-    let version = Sequence::try_from(listing.version()).map_err(|error| {
+    let version = Sequence::try_from(state.version).map_err(|error| {
         tracing::error!(%error, "a replayed listing has no valid version");
         Problem::internal()
     })?;
-    Ok(with_etag(value, version, caller))
+    Ok(with_etag(state, version, caller))
 }
 
 /// `GET /api/v1/listings/{key}/history`: every event, oldest first.

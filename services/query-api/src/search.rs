@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use keh_auth::Caller;
 use keh_events::reso::{PropertyType, StandardStatus};
 use keh_http::Problem;
+use keh_listing::ListingState;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::{QueryBuilder, Row};
@@ -251,9 +252,16 @@ pub(crate) async fn search(
     let mut items = Vec::with_capacity(page);
     let mut last = None;
     for row in rows.iter().take(page) {
-        let key: String = row.get("listing_key");
-        last = Some((row.get::<Value, _>("sort_value"), key));
-        items.push(visible(row.get::<Value, _>("state"), &caller));
+        let key: String = row
+            .try_get("listing_key")
+            .map_err(|e| database_problem(&e))?;
+        let sort_value: Value = row
+            .try_get("sort_value")
+            .map_err(|e| database_problem(&e))?;
+        let state: sqlx::types::Json<ListingState> =
+            row.try_get("state").map_err(|e| database_problem(&e))?;
+        last = Some((sort_value, key));
+        items.push(visible(state.0, &caller));
     }
     let next_cursor = if has_more {
         last.map(|(value, key)| encode_cursor(&order, &value, &key))

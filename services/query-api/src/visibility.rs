@@ -3,42 +3,40 @@
 //! exist to everyone else.
 
 use keh_auth::Caller;
-use serde_json::Value;
+use keh_events::reso::StandardStatus;
+use keh_listing::ListingState;
+use keh_resources::{Audience, ListingResource};
 use sqlx::QueryBuilder;
 
 /// Whether `caller` may see the private fields of the listing whose state is `state`.
-pub(crate) fn may_see_private(caller: &Caller, state: &Value) -> bool {
+pub(crate) fn may_see_private(caller: &Caller, state: &ListingState) -> bool {
     caller.may_see_private(
-        state.get("ListAgentKey").and_then(Value::as_str),
-        state.get("ListOfficeKey").and_then(Value::as_str),
+        state.details.list_agent_key.as_ref().map(|k| k.as_str()),
+        state.details.list_office_key.as_ref().map(|k| k.as_str()),
     )
 }
 
 /// The listing as `caller` may see it: private fields for its agent and administrators
 /// only, and, for everyone, no media URL that is not safe to follow.
-pub(crate) fn visible(mut state: Value, caller: &Caller) -> Value {
-    let private = may_see_private(caller, &state);
-    keh_events::public::served(&mut state, private);
-    state
+pub(crate) fn visible(state: ListingState, caller: &Caller) -> ListingResource {
+    let audience = Audience::private_if(may_see_private(caller, &state));
+    ListingResource::new(state, audience)
 }
 
 /// Statuses only a listing's agent and administrators may see: a listing being prepared,
 /// and one taken off the record.
-pub(crate) const HIDDEN_STATUSES: [&str; 2] = ["Delete", "Incomplete"];
+pub(crate) const HIDDEN_STATUSES: [StandardStatus; 2] =
+    [StandardStatus::Delete, StandardStatus::Incomplete];
 
 /// [`HIDDEN_STATUSES`] as a query parameter.
 pub(crate) fn hidden_statuses() -> Vec<String> {
-    HIDDEN_STATUSES.map(str::to_owned).to_vec()
+    HIDDEN_STATUSES.map(|s| s.as_str().to_owned()).to_vec()
 }
 
 /// Whether the listing whose state is `state` is hidden from `caller` (answered as if it
 /// did not exist).
-pub(crate) fn hidden_from(caller: &Caller, state: &Value) -> bool {
-    state
-        .get("StandardStatus")
-        .and_then(Value::as_str)
-        .is_some_and(|status| HIDDEN_STATUSES.contains(&status))
-        && !may_see_private(caller, state)
+pub(crate) fn hidden_from(caller: &Caller, state: &ListingState) -> bool {
+    HIDDEN_STATUSES.contains(&state.standard_status) && !may_see_private(caller, state)
 }
 
 /// Appends the condition that leaves out listings hidden from `caller`.
