@@ -307,6 +307,11 @@ try {
     await page.locator('.opblock').first().waitFor();
     const operations = await page.locator('.opblock').count();
     check(operations >= 30, `the API docs page lists the operations (${operations})`);
+    // An operation opened renders its parameters and schemas (the watcher below fails on
+    // any error a schema's rendering throws): a command's, whose body holds every RESO
+    // value type.
+    await page.locator('.opblock-summary').first().click();
+    await page.locator('.opblock-body').first().waitFor();
     await page.screenshot({ path: path.join(shots, 'api-docs-desktop.png') });
     watcher.verify();
     await context.close();

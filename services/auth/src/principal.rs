@@ -266,6 +266,10 @@ impl Caller {
     }
 }
 
+/// Who may call an operation is the route's to say (`keh_http::docs::Describe::access`):
+/// every operation reads the caller, and decides itself what it requires.
+impl aide::OperationInput for Caller {}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 

@@ -1,36 +1,175 @@
 //! `/api/v1/auth/*` (sign-in, refresh, sign-out, who am I) and `/api/v1/admin/*` (users,
 //! API keys, the audit log; administrators only).
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::{delete_with, get_with, patch_with, post_with};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use keh_http::Problem;
+use keh_http::docs::{self, Access, Describe as _};
 use keh_http::json::ApiJson;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::principal::{Caller, Principal, Role, Scope};
-use crate::service::{AuthService, NewUser, UserChange};
+use crate::service::{ApiKey, AuditEntry, AuthService, NewUser, TokenPair, User, UserChange};
 
-pub fn router(auth: AuthService) -> Router {
-    Router::new()
-        .route("/api/v1/auth/token", post(sign_in))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/sign-out", post(sign_out))
-        .route("/api/v1/auth/me", get(me))
-        .route("/api/v1/auth/feed-ticket", post(feed_ticket))
-        .route("/api/v1/admin/users", get(users).post(create_user))
-        .route("/api/v1/admin/users/{id}", patch(update_user))
-        .route("/api/v1/admin/api-keys", get(api_keys).post(create_api_key))
-        .route(
-            "/api/v1/admin/api-keys/{id}",
-            axum::routing::delete(revoke_api_key),
+/// The documented routes of sign-in and administration.
+pub fn routes() -> ApiRouter<AuthService> {
+    ApiRouter::new()
+        .api_route(
+            "/api/v1/auth/token",
+            post_with(sign_in, |op| {
+                op.named("signIn", "Auth", "Sign in: an access token and a refresh token")
+                    .access(Access::Open)
+                    .answer(200, docs::ok("Signed in", docs::schema::<TokenPair>()))
+                    .errors(&[401, 422, 429])
+            }),
         )
-        .route("/api/v1/admin/audit", get(audit))
-        .with_state(auth)
+        .api_route(
+            "/api/v1/auth/refresh",
+            post_with(refresh, |op| {
+                op.named(
+                    "refreshToken",
+                    "Auth",
+                    "A new token pair for a refresh token (which is revoked)",
+                )
+                .access(Access::Open)
+                .answer(200, docs::ok("Refreshed", docs::schema::<TokenPair>()))
+                .errors(&[401, 422])
+            }),
+        )
+        .api_route(
+            "/api/v1/auth/sign-out",
+            post_with(sign_out, |op| {
+                op.named(
+                    "signOut",
+                    "Auth",
+                    "End a session (its refresh tokens are revoked)",
+                )
+                .access(Access::Open)
+                .answer(204, json!({"description": "Signed out"}))
+                .errors(&[422])
+            }),
+        )
+        .api_route(
+            "/api/v1/auth/me",
+            get_with(me, |op| {
+                let caller = json!({"type": "object", "required": ["kind", "actor"], "properties": {"kind": {"type": "string", "enum": ["anonymous", "user", "api-key"]}, "actor": {"type": "string"}}});
+                op.named("whoAmI", "Auth", "Who the credentials say the caller is")
+                    .access(Access::Read)
+                    .answer(200, docs::ok("The caller", caller))
+            }),
+        )
+        .api_route(
+            "/api/v1/auth/feed-ticket",
+            post_with(feed_ticket, |op| {
+                let ticket = json!({"type": "object", "required": ["ticket", "expires_in"], "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "integer", "minimum": 1}}});
+                op.named(
+                    "feedTicket",
+                    "Auth",
+                    "A one-minute ticket that opens the live feed (GET /api/v1/listing-events?ticket=…) and nothing else",
+                )
+                .access(Access::Required)
+                .answer(200, docs::ok("The ticket", ticket))
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/users",
+            get_with(users, |op| {
+                op.named("listUsers", "Admin", "Every user")
+                    .access(Access::Required)
+                    .answer(200, docs::ok("Users", docs::items(docs::schema::<User>())))
+                    .errors(&[403])
+            })
+            .post_with(create_user, |op| {
+                op.named("createUser", "Admin", "Create a user (audited)")
+                    .access(Access::Required)
+                    .answer(201, docs::ok("Created", docs::schema::<User>()))
+                    .errors(&[403, 409, 422])
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/users/{UserId}",
+            patch_with(update_user, |op| {
+                op.named(
+                    "updateUser",
+                    "Admin",
+                    "Change a user's role, keys, password or disabled flag (audited)",
+                )
+                .access(Access::Required)
+                .answer(200, docs::ok("Changed", docs::schema::<User>()))
+                .errors(&[403, 404, 422])
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/api-keys",
+            get_with(api_keys, |op| {
+                op.named(
+                    "listApiKeys",
+                    "Admin",
+                    "Every API key (never the keys themselves)",
+                )
+                .access(Access::Required)
+                .answer(200, docs::ok("API keys", docs::items(docs::schema::<ApiKey>())))
+                .errors(&[403])
+            })
+            .post_with(create_api_key, |op| {
+                let created = json!({"allOf": [docs::schema::<ApiKey>(), {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}, "note": {"type": "string"}}}]});
+                op.named(
+                    "createApiKey",
+                    "Admin",
+                    "Create an API key; the key is in this answer only (audited)",
+                )
+                .access(Access::Required)
+                .answer(201, docs::ok("Created", created))
+                .errors(&[403, 422])
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/api-keys/{KeyId}",
+            delete_with(revoke_api_key, |op| {
+                op.named("revokeApiKey", "Admin", "Revoke an API key (audited)")
+                    .access(Access::Required)
+                    .answer(200, docs::ok("Revoked", docs::schema::<ApiKey>()))
+                    .errors(&[403, 404])
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/audit",
+            get_with(audit, |op| {
+                op.named("auditLog", "Admin", "Administrative actions, newest first")
+                    .access(Access::Required)
+                    .answer(200, docs::ok("Audit log", docs::items(docs::schema::<AuditEntry>())))
+                    .errors(&[403])
+            }),
+        )
+}
+
+/// Sign-in and administration, serving `auth`.
+pub fn router(auth: AuthService) -> Router {
+    Router::from(routes().with_state(auth))
+}
+
+/// `/api/v1/admin/users/{UserId}`
+#[derive(Deserialize, schemars::JsonSchema)]
+struct UserPath {
+    /// The user.
+    #[serde(rename = "UserId")]
+    #[schemars(with = "Uuid")]
+    user_id: String,
+}
+
+/// `/api/v1/admin/api-keys/{KeyId}`
+#[derive(Deserialize, schemars::JsonSchema)]
+struct KeyPath {
+    /// The API key.
+    #[serde(rename = "KeyId")]
+    #[schemars(with = "Uuid")]
+    key_id: String,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -198,11 +337,11 @@ pub struct UpdateUser {
 async fn update_user(
     State(auth): State<AuthService>,
     caller: Caller,
-    Path(raw): Path<String>,
+    Path(path): Path<UserPath>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Response, Problem> {
     caller.require_admin()?;
-    let user_id = id(&raw, "user")?;
+    let user_id = id(&path.user_id, "user")?;
     let change = UserChange {
         role: body.role,
         agent_key: body.agent_key,
@@ -245,17 +384,19 @@ async fn create_api_key(
 async fn revoke_api_key(
     State(auth): State<AuthService>,
     caller: Caller,
-    Path(raw): Path<String>,
+    Path(path): Path<KeyPath>,
 ) -> Result<Response, Problem> {
     caller.require_admin()?;
-    let key_id = id(&raw, "API key")?;
+    let key_id = id(&path.key_id, "API key")?;
     Ok(Json(auth.revoke_api_key(&caller.actor(), key_id).await?).into_response())
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// At most (default 100).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<i64>,
 }
 

@@ -107,6 +107,24 @@ pub fn parse_if_match(value: &str) -> Result<IfMatch, Problem> {
     Ok(IfMatch::Versions(versions))
 }
 
+/// Commands need credentials that may write, and take an `Idempotency-Key`.
+impl aide::OperationInput for CommandContext {
+    fn operation_input(
+        _: &mut aide::generate::GenContext,
+        operation: &mut aide::openapi::Operation,
+    ) {
+        keh_http::docs::set_access(operation, keh_http::docs::Access::Required);
+        keh_http::docs::add_parameter(
+            operation,
+            keh_http::docs::header(
+                "Idempotency-Key",
+                serde_json::json!({"type": "string", "pattern": "^[!-~]{1,255}$"}),
+                "A retried command with the same key is answered with the first answer and changes nothing",
+            ),
+        );
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
     type Rejection = Problem;
 

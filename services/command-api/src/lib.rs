@@ -10,19 +10,24 @@
 
 use std::sync::Arc;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::{delete_with, patch_with, post_with, put_with};
+use aide::transform::TransformOperation;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, patch, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use keh_events::ListingKey;
 use keh_events::reso::ShortText;
+use keh_http::docs::{Describe as _, schema, tagged};
 use keh_http::json::{json_bytes, parse};
 use keh_http::{FieldError, Problem};
 use keh_listing::command::{CancelOpenHouse, RemoveMedia};
 use keh_listing::{ErrorKind, Listing, ListingCommand};
 use keh_platform::health::Check;
+use keh_resources::ListingResource;
+use keh_resources::paths::{ListingPath, MediaPath, OpenHousePath};
 use keh_store::{ExecuteError, Store};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -54,49 +59,125 @@ impl CommandApi {
         }
     }
 
-    /// The routes of the command API. Reads (`GET` on the same paths) are the query API's.
+    /// The routes of the command API, documented. Reads (`GET` on the same paths) are the
+    /// query API's.
+    pub fn routes() -> ApiRouter<Self> {
+        ApiRouter::new()
+            .api_route(
+                "/api/v1/listings",
+                post_with(create, |op| {
+                    op.named("createListing", "Commands", "Create a listing")
+                        .answer(201, tagged("Created; Location names the listing", listing()))
+                        .answer(200, tagged("An idempotent replay of a creation", listing()))
+                        .errors(&[403, 409, 422])
+                }),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}",
+                patch_with(
+                    keyed::<dto::PatchListingRequest>,
+                    keyed_docs(
+                        "updateListing",
+                        "Change descriptive fields (JSON merge-patch; a changed ListPrice is a price change)",
+                    ),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/price",
+                post_with(
+                    keyed::<dto::ChangePriceRequest>,
+                    keyed_docs("changePrice", "Change the list price"),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/status",
+                post_with(
+                    keyed::<dto::ChangeStatusRequest>,
+                    keyed_docs(
+                        "changeStatus",
+                        "Change the status (the lifecycle table applies)",
+                    ),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/media",
+                post_with(
+                    keyed::<dto::AddMediaRequest>,
+                    keyed_docs("addMedia", "Add a media reference"),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/media/order",
+                put_with(
+                    keyed::<dto::ReorderMediaRequest>,
+                    keyed_docs("reorderMedia", "Put the media in a new order"),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/media/{MediaKey}",
+                delete_with(
+                    remove_media,
+                    keyed_docs("removeMedia", "Remove a media reference"),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/open-houses",
+                post_with(
+                    keyed::<dto::ScheduleOpenHouseRequest>,
+                    keyed_docs("scheduleOpenHouse", "Schedule an open house"),
+                ),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/open-houses/{OpenHouseKey}",
+                delete_with(
+                    cancel_open_house,
+                    keyed_docs("cancelOpenHouse", "Cancel an open house"),
+                ),
+            )
+    }
+
+    /// The routes of the command API, serving this state.
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/api/v1/listings", post(create))
-            .route(
-                "/api/v1/listings/{key}",
-                patch(keyed::<dto::PatchListingRequest>),
-            )
-            .route(
-                "/api/v1/listings/{key}/price",
-                post(keyed::<dto::ChangePriceRequest>),
-            )
-            .route(
-                "/api/v1/listings/{key}/status",
-                post(keyed::<dto::ChangeStatusRequest>),
-            )
-            .route(
-                "/api/v1/listings/{key}/media",
-                post(keyed::<dto::AddMediaRequest>),
-            )
-            .route(
-                "/api/v1/listings/{key}/media/order",
-                put(keyed::<dto::ReorderMediaRequest>),
-            )
-            .route(
-                "/api/v1/listings/{key}/media/{media_key}",
-                delete(remove_media),
-            )
-            .route(
-                "/api/v1/listings/{key}/open-houses",
-                post(keyed::<dto::ScheduleOpenHouseRequest>),
-            )
-            .route(
-                "/api/v1/listings/{key}/open-houses/{open_house_key}",
-                delete(cancel_open_house),
-            )
-            .with_state(self)
+        Router::from(Self::routes().with_state(self))
     }
 
     /// Readiness of the command API: PostgreSQL answers.
     pub fn health(&self) -> Check {
         keh_platform::health::postgres(self.store.pool().clone(), true)
     }
+}
+
+/// The documentation of a command on an existing listing.
+fn keyed_docs(
+    id: &'static str,
+    summary: &'static str,
+) -> impl FnOnce(TransformOperation<'_>) -> TransformOperation<'_> {
+    move |op| {
+        op.named(id, "Commands", summary)
+            .param(if_match())
+            .answer(200, changed())
+            .errors(COMMAND_ERRORS)
+    }
+}
+
+/// The errors of a command on an existing listing.
+const COMMAND_ERRORS: &[u16] = &[403, 404, 409, 412, 422];
+
+fn listing() -> serde_json::Value {
+    schema::<ListingResource>()
+}
+
+fn changed() -> serde_json::Value {
+    tagged("The listing after the change", listing())
+}
+
+/// `If-Match`, which every command on an existing listing takes.
+fn if_match() -> serde_json::Value {
+    keh_http::docs::header(
+        "If-Match",
+        serde_json::json!({"type": "string", "pattern": "^(\\*|\"[0-9]{1,19}\"( *, *\"[0-9]{1,19}\")*)$"}),
+        "The listing's ETag (\"N\"): the command applies only at that version (412 otherwise)",
+    )
 }
 
 /// A JSON command body and the fingerprint of the request (for `Idempotency-Key`).
@@ -119,6 +200,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             value,
             digest: hex(&hasher.finalize()),
         })
+    }
+}
+
+/// Documents the body as `T`'s schema.
+impl<T: schemars::JsonSchema> aide::OperationInput for Body<T> {
+    fn operation_input(
+        ctx: &mut aide::generate::GenContext,
+        operation: &mut aide::openapi::Operation,
+    ) {
+        keh_http::docs::json_body::<T>(ctx, operation);
     }
 }
 
@@ -187,11 +278,11 @@ async fn create(
 /// Every command on an existing listing whose body is one of the `dto` requests.
 async fn keyed<T: dto::CommandBody>(
     State(api): State<CommandApi>,
-    Path(key): Path<String>,
+    Path(path): Path<ListingPath>,
     ctx: CommandContext,
     body: Body<T>,
 ) -> Result<Response, Problem> {
-    let key = path_listing_key(&key)?;
+    let key = path_listing_key(&path.listing_key)?;
     let listing_id = body.value.listing_id();
     let edge = dto::Edge {
         now: Utc::now(),
@@ -211,30 +302,30 @@ async fn keyed<T: dto::CommandBody>(
 
 async fn remove_media(
     State(api): State<CommandApi>,
-    Path((key, media_key)): Path<(String, String)>,
+    Path(path): Path<MediaPath>,
     uri: Uri,
     ctx: CommandContext,
 ) -> Result<Response, Problem> {
-    let media_key = path_key(&media_key, "MediaKey")?;
+    let media_key = path_key(&path.media_key, "MediaKey")?;
     let command = ListingCommand::RemoveMedia(RemoveMedia {
         media_key,
         at: Utc::now(),
     });
-    bodiless(&api, &key, &uri, command, ctx).await
+    bodiless(&api, &path.listing_key, &uri, command, ctx).await
 }
 
 async fn cancel_open_house(
     State(api): State<CommandApi>,
-    Path((key, open_house_key)): Path<(String, String)>,
+    Path(path): Path<OpenHousePath>,
     uri: Uri,
     ctx: CommandContext,
 ) -> Result<Response, Problem> {
-    let open_house_key = path_key(&open_house_key, "OpenHouseKey")?;
+    let open_house_key = path_key(&path.open_house_key, "OpenHouseKey")?;
     let command = ListingCommand::CancelOpenHouse(CancelOpenHouse {
         open_house_key,
         at: Utc::now(),
     });
-    bodiless(&api, &key, &uri, command, ctx).await
+    bodiless(&api, &path.listing_key, &uri, command, ctx).await
 }
 
 /// A `DELETE` on a sub-resource: no body, so the request line alone is its fingerprint.

@@ -13,6 +13,16 @@ use crate::problem::{FieldError, Problem};
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
+/// Documents the body as `T`'s schema.
+impl<T: schemars::JsonSchema> aide::OperationInput for ApiJson<T> {
+    fn operation_input(
+        ctx: &mut aide::generate::GenContext,
+        operation: &mut aide::openapi::Operation,
+    ) {
+        crate::docs::json_body::<T>(ctx, operation);
+    }
+}
+
 /// Whether a `Content-Type` is JSON (`application/json` or any `application/*+json`).
 fn is_json(content_type: &str) -> bool {
     let essence = content_type

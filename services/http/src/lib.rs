@@ -1,5 +1,6 @@
 //! The HTTP edge every role shares, so that every API fails and is observed the same way:
 //!
+//! - [`docs`]: the OpenAPI document derived from the routers and the extractors;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors, and the catch-all that turns
 //!   any other error response (the framework's own rejections included) into one;
 //! - [`json`]: the JSON body extractor that names the offending field;
@@ -10,6 +11,7 @@
 //!
 //! Only the crates that serve HTTP depend on this one (ARCHITECTURE.md, "Layers").
 
+pub mod docs;
 pub mod health;
 pub mod json;
 pub mod metrics;

@@ -166,6 +166,12 @@ impl Problem {
     }
 }
 
+/// A problem's statuses are documented by each route (`docs::Describe::errors`) and by
+/// `docs::complete` for those every operation may give.
+impl aide::OperationOutput for Problem {
+    type Inner = Self;
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self).unwrap_or_default();

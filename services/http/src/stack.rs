@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use aide::transform::TransformOperation;
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus::Registry;
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +28,7 @@ use tracing::Level;
 
 use keh_platform::health::Health;
 
+use crate::docs::{self, Access, Describe as _};
 use crate::health;
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::{Problem, problem_for_plain_errors};
@@ -196,6 +200,101 @@ pub fn none_match(request: &axum::http::HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
 }
 
+/// What the operators' endpoints read: the dependency checks, the metrics, and the token
+/// that opens the detailed views to callers other than loopback ones.
+#[derive(Clone)]
+pub struct Ops {
+    health: Arc<Health>,
+    registry: Arc<Registry>,
+    token: Option<OpsToken>,
+}
+
+fn status_schema() -> serde_json::Value {
+    json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}, "checks": {"type": "array", "items": {"type": "object"}}}})
+}
+
+/// The documentation of a probe (`not_ready`: it answers 503 while a dependency is down).
+fn probe(
+    id: &'static str,
+    summary: &'static str,
+    not_ready: bool,
+) -> impl FnOnce(TransformOperation<'_>) -> TransformOperation<'_> {
+    move |op| {
+        let op = op
+            .named(id, "Operations", summary)
+            .access(Access::Open)
+            .answer(200, docs::ok("Status", status_schema()));
+        if not_ready {
+            op.answer(503, docs::ok("Not ready", status_schema()))
+        } else {
+            op
+        }
+    }
+}
+
+fn metrics_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named(
+        "metrics",
+        "Operations",
+        "Prometheus metrics (loopback callers, or the metrics token as a bearer token)",
+    )
+    .access(Access::Operator)
+    .answer(
+        200,
+        json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+    )
+    .answer(
+        401,
+        json!({"description": "Neither a loopback caller nor the metrics token", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}),
+    )
+}
+
+/// The operators' endpoints, documented: probes, the health report, the metrics page.
+pub fn ops_routes() -> ApiRouter<Ops> {
+    ApiRouter::new()
+        .api_route(
+            "/api/v1/health",
+            get_with(
+                health_report,
+                probe(
+                    "health",
+                    "Each dependency's status and latency (for loopback callers or the metrics token; others get the status only)",
+                    true,
+                ),
+            ),
+        )
+        .api_route(
+            "/api/v1/health/ready",
+            get_with(
+                health_report,
+                probe("ready", "Every required dependency answers", true),
+            ),
+        )
+        .api_route(
+            "/api/v1/health/live",
+            get_with(live, probe("live", "The process serves requests", false)),
+        )
+        .api_route("/api/v1/metrics", get_with(metrics_page, metrics_docs))
+        // The conventional path for scrapers; the same page.
+        .route("/metrics", axum::routing::get(metrics_page))
+}
+
+async fn health_report(State(ops): State<Ops>, request: Request) -> axum::response::Response {
+    health::report(&ops.health, ops_allowed(&request, ops.token.as_ref())).await
+}
+
+async fn live() -> axum::response::Response {
+    health::live()
+}
+
+async fn metrics_page(State(ops): State<Ops>, request: Request) -> axum::response::Response {
+    if ops_allowed(&request, ops.token.as_ref()) {
+        metrics::render(&ops.registry)
+    } else {
+        ops_refused()
+    }
+}
+
 /// Wraps the routers of the roles this process runs with health, metrics, fallbacks and the
 /// common layers. Every error leaving it is `application/problem+json`.
 pub fn app(
@@ -205,34 +304,11 @@ pub fn app(
     settings: &HttpSettings,
 ) -> Result<Router, prometheus::Error> {
     let http_metrics = Arc::new(HttpMetrics::register(&registry)?);
-    let health = Arc::new(health);
-    let token = settings.ops_token.clone();
-    let report = {
-        let (health, token) = (Arc::clone(&health), token.clone());
-        move |request: Request| {
-            let (health, token) = (Arc::clone(&health), token.clone());
-            async move { health::report(&health, ops_allowed(&request, token.as_ref())).await }
-        }
-    };
-    let metrics_page = {
-        let (registry, token) = (Arc::clone(&registry), token);
-        move |request: Request| {
-            let (registry, token) = (Arc::clone(&registry), token.clone());
-            async move {
-                if ops_allowed(&request, token.as_ref()) {
-                    metrics::render(&registry)
-                } else {
-                    ops_refused()
-                }
-            }
-        }
-    };
-    let ops = Router::new()
-        .route("/api/v1/health", get(report.clone()))
-        .route("/api/v1/health/ready", get(report))
-        .route("/api/v1/health/live", get(|| async { health::live() }))
-        .route("/metrics", get(metrics_page.clone()))
-        .route("/api/v1/metrics", get(metrics_page));
+    let ops = Router::from(ops_routes().with_state(Ops {
+        health: Arc::new(health),
+        registry: Arc::clone(&registry),
+        token: settings.ops_token.clone(),
+    }));
     let cors = (!settings.cors_origins.is_empty()).then(|| {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(settings.cors_origins.clone()))

@@ -104,7 +104,7 @@ pub async fn start(
             .merge(keh_auth::routes::router(auth.clone()));
     }
     if roles.serves_api() {
-        let document = Arc::new(openapi::document());
+        let document = Arc::new(openapi::document().context("building the OpenAPI document")?);
         api = api.route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

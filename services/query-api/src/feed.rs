@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aide::transform::TransformOperation;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use keh_auth::{Caller, Principal};
 use keh_http::Problem;
-use serde_json::Value;
+use keh_http::docs::{self, Access, Describe as _, QueryParam};
+use serde_json::{Value, json};
 
 use crate::QueryApi;
-use crate::params::{Params, invalid};
+use crate::params::{Params, invalid, schemas};
 
 /// The limits (`KEH_FEED_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +164,60 @@ impl FeedGate {
     }
 }
 
+fn event_types() -> Value {
+    json!({"type": "string", "enum": keh_events::ListingEvent::TYPES})
+}
+
+fn stream_id() -> Value {
+    json!({"type": "string", "pattern": "^[0-9]{1,19}$"})
+}
+
+fn credential() -> Value {
+    json!({"type": "string", "minLength": 1})
+}
+
+/// What `GET /api/v1/listing-events` accepts.
+const FEED_PARAMS: &[QueryParam] = &[
+    QueryParam::new("listing_key", schemas::text, "Only this listing's events"),
+    QueryParam::new("event_type", event_types, "Only this EventType"),
+    QueryParam::new(
+        "last_event_id",
+        stream_id,
+        "Resume after this id (as Last-Event-ID)",
+    ),
+    QueryParam::new(
+        "ticket",
+        credential,
+        "A feed ticket (POST /api/v1/auth/feed-ticket; EventSource cannot send headers)",
+    ),
+    QueryParam::deprecated(
+        "access_token",
+        credential,
+        "Deprecated (puts a bearer credential in URLs and logs): an access token; use ticket",
+    ),
+];
+
+/// The documentation of `GET /api/v1/listing-events`.
+pub(crate) fn live_feed_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named(
+        "liveFeed",
+        "Listings",
+        "Live feed of listing events (Server-Sent Events; id = stream sequence, resumable with Last-Event-ID)",
+    )
+    .access(Access::Read)
+    .queries(FEED_PARAMS)
+    .param(docs::header(
+        "Last-Event-ID",
+        stream_id(),
+        "Resume after this id",
+    ))
+    .answer(
+        200,
+        json!({"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+    )
+    .errors(&[403, 409])
+}
+
 /// `GET /api/v1/listing-events`: listing events as Server-Sent Events, from the JetStream
 /// stream. `id` is the stream sequence: a client reconnecting with `Last-Event-ID` resumes
 /// right after the last event it saw, missing and repeating nothing. Filters:
@@ -175,13 +231,7 @@ pub(crate) async fn live_feed(
     caller.require_read()?;
     // `ticket` and `access_token` were read by the auth middleware (EventSource cannot send
     // headers).
-    params.only(&[
-        "listing_key",
-        "event_type",
-        "last_event_id",
-        "ticket",
-        "access_token",
-    ])?;
+    params.only(FEED_PARAMS)?;
     let listing_key = params.text("listing_key")?;
     let event_type = params.text("event_type")?;
     if let Some(t) = event_type

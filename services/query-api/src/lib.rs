@@ -17,8 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::Router;
-use axum::routing::get;
 use keh_events::subject::SubjectLayout;
 use keh_http::Problem;
 use keh_platform::health::Check;
@@ -79,14 +80,35 @@ impl QueryApi {
         }
     }
 
-    pub fn router(self) -> Router {
-        Router::new()
-            .route("/api/v1/listings", get(search::search))
-            .route("/api/v1/listings/{key}", get(listing::read))
-            .route("/api/v1/listings/{key}/history", get(listing::history))
-            .route("/api/v1/listing-events", get(feed::live_feed))
-            .route("/api/v1/open-houses", get(search::open_houses))
+    /// The documented routes of the query API (listings, the live feed, the market).
+    pub fn routes() -> ApiRouter<Self> {
+        ApiRouter::new()
+            .api_route(
+                "/api/v1/listings",
+                get_with(search::search, search::search_docs),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}",
+                get_with(listing::read, listing::read_docs),
+            )
+            .api_route(
+                "/api/v1/listings/{ListingKey}/history",
+                get_with(listing::history, listing::history_docs),
+            )
+            .api_route(
+                "/api/v1/listing-events",
+                get_with(feed::live_feed, feed::live_feed_docs),
+            )
+            .api_route(
+                "/api/v1/open-houses",
+                get_with(search::open_houses, search::open_houses_docs),
+            )
             .merge(market::routes())
+    }
+
+    /// The query API serving this state, with the dashboard's files.
+    pub fn router(self) -> Router {
+        Router::from(Self::routes())
             .merge(web::routes())
             .with_state(self)
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aide::transform::TransformOperation;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,12 +12,15 @@ use chrono::{DateTime, Utc};
 use keh_auth::Caller;
 use keh_events::{ListingKey, Sequence};
 use keh_http::Problem;
+use keh_http::docs::{self, Access, Describe as _, QueryParam};
 use keh_listing::ListingState;
+use keh_resources::ListingResource;
+use keh_resources::paths::ListingPath;
 use keh_store::outbox;
 use serde_json::{Value, json};
 use sqlx::types::Json as Jsonb;
 
-use crate::params::{Params, invalid};
+use crate::params::{Params, invalid, schemas};
 use crate::visibility::{hidden_from, may_see_private, visible};
 use crate::{MAX_WAIT, QueryApi, database_problem};
 
@@ -65,19 +69,71 @@ pub(crate) fn no_listing(key: &ListingKey) -> Problem {
     )
 }
 
-/// `GET /api/v1/listings/{key}`: the projected state; `?min_version=N[&wait_ms=…]` waits
+/// What `GET /api/v1/listings/{ListingKey}` accepts.
+const READ_PARAMS: &[QueryParam] = &[
+    QueryParam::new(
+        "as_of",
+        schemas::timestamp,
+        "The listing as recorded at this instant (from the event store)",
+    ),
+    QueryParam::new(
+        "min_version",
+        min_version,
+        "Wait until the read model reached this version",
+    ),
+    QueryParam::new(
+        "wait_ms",
+        wait_ms,
+        "How long to wait for min_version (default 5000)",
+    ),
+];
+
+fn min_version() -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": i64::MAX})
+}
+
+fn wait_ms() -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": MAX_WAIT.as_millis()})
+}
+
+/// The documentation of `GET /api/v1/listings/{ListingKey}`.
+pub(crate) fn read_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named(
+        "getListing",
+        "Listings",
+        "A listing (private fields only for its agent and administrators)",
+    )
+    .access(Access::Read)
+    .queries(READ_PARAMS)
+    .param(docs::header(
+        "If-None-Match",
+        json!({"type": "string"}),
+        "ETags the client has (\"N\", W/\"N\", or *): a 304 without a body if the listing is at one of them",
+    ))
+    .answer(200, docs::tagged("The listing", docs::schema::<ListingResource>()))
+    .answer(
+        304,
+        json!({
+            "description": "The client's copy (If-None-Match) is current: no body",
+            "headers": {"ETag": {"schema": {"type": "string"}, "description": "\"N\": the listing's version"}},
+        }),
+    )
+    .errors(&[403, 404])
+}
+
+/// `GET /api/v1/listings/{ListingKey}`: the projected state; `?min_version=N[&wait_ms=…]` waits
 /// (bounded) until the projection has reached the version a command returned;
 /// `?as_of=T` rebuilds the listing from the event store as recorded at instant T.
 pub(crate) async fn read(
     State(api): State<QueryApi>,
-    Path(key): Path<String>,
+    Path(path): Path<ListingPath>,
     caller: Caller,
     params: Params,
     request: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    let key = listing_key(&key)?;
-    params.only(&["as_of", "min_version", "wait_ms"])?;
+    let key = listing_key(&path.listing_key)?;
+    params.only(READ_PARAMS)?;
     let as_of = params.timestamp("as_of")?;
     let min_version = params.integer("min_version", 1, i64::MAX)?;
     let wait = params.integer(
@@ -237,15 +293,48 @@ async fn read_as_of(
     Ok(with_etag(state, version, caller))
 }
 
-/// `GET /api/v1/listings/{key}/history`: every event, oldest first.
+/// The documentation of `GET /api/v1/listings/{ListingKey}/history`.
+pub(crate) fn history_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    let history = json!({
+        "type": "object",
+        "required": ["ListingKey", "items"],
+        "properties": {
+            "ListingKey": {"type": "string"},
+            "items": {"type": "array", "items": {
+                "type": "object",
+                "required": ["Sequence", "EventId", "EventType", "EffectiveAt", "RecordedAt", "Actor", "CorrelationId", "Data"],
+                "properties": {
+                    "Sequence": {"type": "integer"},
+                    "EventId": {"type": "string", "format": "uuid"},
+                    "EventType": {"type": "string"},
+                    "EffectiveAt": {"type": "string", "format": "date-time"},
+                    "RecordedAt": {"type": "string", "format": "date-time"},
+                    "Actor": {"type": "string"},
+                    "CorrelationId": {"type": "string", "format": "uuid"},
+                    "Data": {"type": "object", "description": "The event's data (docs/schema/listing-event.v1.json)"},
+                },
+            }},
+        },
+    });
+    op.named(
+        "listingHistory",
+        "Listings",
+        "Every event of a listing, oldest first",
+    )
+    .access(Access::Read)
+    .answer(200, docs::ok("The history", history))
+    .errors(&[403, 404])
+}
+
+/// `GET /api/v1/listings/{ListingKey}/history`: every event, oldest first.
 pub(crate) async fn history(
     State(api): State<QueryApi>,
-    Path(key): Path<String>,
+    Path(path): Path<ListingPath>,
     caller: Caller,
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    let key = listing_key(&key)?;
+    let key = listing_key(&path.listing_key)?;
     params.only(&[])?;
     let _timer = keh_platform::metrics::db_timer("query.history");
     // Private fields in the history are for whoever may see them on the listing today.

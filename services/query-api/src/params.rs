@@ -7,13 +7,19 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use keh_http::Problem;
+use keh_http::docs::QueryParam;
 use rust_decimal::Decimal;
+use serde_json::{Value, json};
 
 /// The raw parameters of a request, each at most once.
 #[derive(Debug, Default)]
 pub struct Params {
     values: BTreeMap<String, String>,
 }
+
+/// The parameters a handler accepts are documented by its route (`Describe::queries`), from
+/// the same list it checks them against (`Params::only`).
+impl aide::OperationInput for Params {}
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = Problem;
@@ -47,13 +53,21 @@ pub fn invalid(name: &str, rule: &str, message: &str) -> Problem {
 
 impl Params {
     /// Refuses parameters outside `allowed` (a misspelt filter must not silently match all).
-    pub fn only(&self, allowed: &[&str]) -> Result<(), Problem> {
-        match self.values.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(unknown) => Err(invalid(
-                unknown,
-                "unknown-parameter",
-                &format!("is not known here; known: {}", allowed.join(", ")),
-            )),
+    /// Refuses any parameter but `allowed`: the list the route documents.
+    pub fn only(&self, allowed: &[QueryParam]) -> Result<(), Problem> {
+        match self
+            .values
+            .keys()
+            .find(|k| !allowed.iter().any(|p| p.name == k.as_str()))
+        {
+            Some(unknown) => {
+                let known: Vec<&str> = allowed.iter().map(|p| p.name).collect();
+                Err(invalid(
+                    unknown,
+                    "unknown-parameter",
+                    &format!("is not known here; known: {}", known.join(", ")),
+                ))
+            }
             None => Ok(()),
         }
     }
@@ -135,5 +149,36 @@ impl Params {
                 })
             })
             .collect()
+    }
+}
+
+/// Schemas of query parameters, for the [`QueryParam`] lists beside the handlers.
+pub(crate) mod schemas {
+    use super::*;
+
+    /// Free text: 1 to 255 characters.
+    pub(crate) fn text() -> Value {
+        json!({"type": "string", "minLength": 1, "maxLength": 255})
+    }
+
+    pub(crate) fn timestamp() -> Value {
+        json!({"type": "string", "format": "date-time"})
+    }
+
+    pub(crate) fn date() -> Value {
+        json!({"type": "string", "format": "date"})
+    }
+
+    pub(crate) fn decimal() -> Value {
+        json!({"type": "number", "minimum": 0})
+    }
+
+    pub(crate) fn boolean() -> Value {
+        json!({"type": "boolean"})
+    }
+
+    /// A page size of 1 to 200.
+    pub(crate) fn page_size() -> Value {
+        json!({"type": "integer", "minimum": 1, "maximum": 200})
     }
 }

@@ -10,6 +10,8 @@
 //! listing's agent or an administrator ([`Audience`]), and media URLs that are not safe to
 //! follow for everyone (`null`, as `keh_events::public` decides for every public surface).
 
+pub mod paths;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use keh_events::ListingKey;
 use keh_events::listing::{ListingDetails, Text2k};

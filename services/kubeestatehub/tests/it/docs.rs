@@ -209,7 +209,7 @@ fn names_route(mentioned: &str, route: &str) -> bool {
 
 #[test]
 fn every_api_path_the_documentation_names_exists() {
-    let document = kubeestatehub::openapi::document();
+    let document = kubeestatehub::openapi::document().expect("the OpenAPI document");
     let mut routes: Vec<String> = document["paths"]
         .as_object()
         .expect("paths")

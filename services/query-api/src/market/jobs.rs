@@ -22,6 +22,65 @@ pub struct ReportBody {
     pub to: NaiveDate,
 }
 
+/// `/api/v1/market/reports/{ReportId}…`
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct ReportPath {
+    /// The report job.
+    #[serde(rename = "ReportId")]
+    #[schemars(with = "Uuid")]
+    report_id: String,
+}
+
+/// The documentation of `POST /api/v1/market/reports`.
+pub(super) fn request_report_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named(
+        "requestReport",
+        "Market",
+        "Queue a market report (built in the background)",
+    )
+    .access(Access::Required)
+    .answer(
+        202,
+        json!({
+            "description": "Queued; Location names the job",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": docs::schema::<ReportJob>()}},
+        }),
+    )
+    .errors(&[403, 422])
+}
+
+/// The documentation of `GET /api/v1/market/reports/{ReportId}`.
+pub(super) fn report_status_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named(
+        "reportStatus",
+        "Market",
+        "A report job (Downloads once done)",
+    )
+    .access(Access::Read)
+    .answer(200, docs::ok("The job", docs::schema::<ReportJob>()))
+    .errors(&[403, 404])
+}
+
+/// The documentation of `GET /api/v1/market/reports/{ReportId}/report.csv`.
+pub(super) fn report_csv_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named("reportCsv", "Market", "A finished report as CSV")
+        .access(Access::Read)
+        .answer(
+            200,
+            json!({"description": "The report", "content": {"text/csv": {"schema": {"type": "string"}}}}),
+        )
+        .errors(&[403, 404, 409])
+}
+
+/// The documentation of `GET /api/v1/market/reports/{ReportId}/report.json`.
+pub(super) fn report_json_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named("reportJson", "Market", "A finished report as JSON")
+        .access(Access::Read)
+        .answer(200, docs::ok("The report", json!({"type": "object"})))
+        .errors(&[403, 404, 409])
+}
+
 /// A refused body field, under its body name.
 fn body_problem(refusal: Refusal) -> Problem {
     Problem::validation(vec![FieldError {
@@ -105,14 +164,14 @@ fn no_report(id: Uuid) -> Problem {
     Problem::not_found(format!("no market report has id {id}"))
 }
 
-/// `GET /api/v1/market/reports/{id}`: the job's status (and its downloads once done).
+/// `GET /api/v1/market/reports/{ReportId}`: the job's status (and its downloads once done).
 pub(super) async fn report_status(
     State(api): State<QueryApi>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<ReportPath>,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    let id = parse_id(&id)?;
+    let id = parse_id(&path.report_id)?;
     let job = reports::job(&api.shared.pool, id)
         .await
         .map_err(|e| database_problem(&e))?
@@ -151,14 +210,14 @@ fn attachment(id: Uuid, extension: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
-/// `GET /api/v1/market/reports/{id}/report.csv`.
+/// `GET /api/v1/market/reports/{ReportId}/report.csv`.
 pub(super) async fn report_csv(
     State(api): State<QueryApi>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<ReportPath>,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    let (id, files) = report_files(&api, &id).await?;
+    let (id, files) = report_files(&api, &path.report_id).await?;
     Ok((
         [
             (
@@ -172,14 +231,14 @@ pub(super) async fn report_csv(
         .into_response())
 }
 
-/// `GET /api/v1/market/reports/{id}/report.json`.
+/// `GET /api/v1/market/reports/{ReportId}/report.json`.
 pub(super) async fn report_json(
     State(api): State<QueryApi>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<ReportPath>,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    let (id, files) = report_files(&api, &id).await?;
+    let (id, files) = report_files(&api, &path.report_id).await?;
     let mut response = Json(files.json).into_response();
     response
         .headers_mut()

@@ -2,44 +2,173 @@
 //! (here, with the request parsing both share), and market report jobs (`jobs`: the
 //! query API queues them; an analytics worker builds them).
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use aide::transform::TransformOperation;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{Days, NaiveDate, Utc};
 use keh_analytics::compute::Grain;
 use keh_analytics::facts::{ALL_TYPES, AreaKind, MARKET};
+use keh_analytics::reports::ReportJob;
 use keh_analytics::reports::{self, ReportRequest};
-use keh_analytics::store::{self, SeriesKey};
+use keh_analytics::store::{self, MetricsRow, SeriesKey, SeriesRow};
 use keh_auth::Caller;
 use keh_events::reso::PropertyType;
+use keh_http::docs::{self, Access, Describe as _, QueryParam};
 use keh_http::json::ApiJson;
 use keh_http::{FieldError, Problem};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::params::{Params, invalid};
+use crate::params::{Params, invalid, schemas};
 use crate::{QueryApi, database_problem};
 
 mod jobs;
 
 pub use jobs::ReportBody;
-use jobs::{report_csv, report_json, report_status, request_report};
+use jobs::{
+    report_csv, report_csv_docs, report_json, report_json_docs, report_status, report_status_docs,
+    request_report, request_report_docs,
+};
 
 /// The longest range a series or report may cover.
 const MAX_RANGE_DAYS: u64 = 366 * 20;
 
-pub(crate) fn routes() -> Router<QueryApi> {
-    Router::new()
-        .route("/api/v1/market/areas", get(areas))
-        .route("/api/v1/market/series", get(series))
-        .route("/api/v1/market/summary", get(summary))
-        .route("/api/v1/market/reports", post(request_report))
-        .route("/api/v1/market/reports/{id}", get(report_status))
-        .route("/api/v1/market/reports/{id}/report.csv", get(report_csv))
-        .route("/api/v1/market/reports/{id}/report.json", get(report_json))
+pub(crate) fn routes() -> ApiRouter<QueryApi> {
+    ApiRouter::new()
+        .api_route("/api/v1/market/areas", get_with(areas, areas_docs))
+        .api_route("/api/v1/market/series", get_with(series, series_docs))
+        .api_route("/api/v1/market/summary", get_with(summary, summary_docs))
+        .api_route(
+            "/api/v1/market/reports",
+            post_with(request_report, request_report_docs),
+        )
+        .api_route(
+            "/api/v1/market/reports/{ReportId}",
+            get_with(report_status, report_status_docs),
+        )
+        .api_route(
+            "/api/v1/market/reports/{ReportId}/report.csv",
+            get_with(report_csv, report_csv_docs),
+        )
+        .api_route(
+            "/api/v1/market/reports/{ReportId}/report.json",
+            get_with(report_json, report_json_docs),
+        )
+}
+
+fn area_kinds() -> Value {
+    json!({"type": "string", "enum": AreaKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()})
+}
+
+/// A RESO property type, or `All`.
+fn types_or_all() -> Value {
+    let mut values: Vec<&str> = PropertyType::ALL.iter().map(|t| t.as_str()).collect();
+    values.push(ALL_TYPES);
+    json!({"type": "string", "enum": values})
+}
+
+fn periods() -> Value {
+    json!({"type": "string", "enum": [Grain::Week.as_str(), Grain::Month.as_str()]})
+}
+
+/// What `GET /api/v1/market/areas` accepts.
+const AREAS_PARAMS: &[QueryParam] = &[
+    QueryParam::new("area_kind", area_kinds, "Only this kind"),
+    QueryParam::new("property_type", types_or_all, "Only this property type"),
+];
+
+/// What `GET /api/v1/market/summary` accepts: one series.
+const SUMMARY_PARAMS: &[QueryParam] = &[
+    QueryParam::new("area_kind", area_kinds, "Kind of area (default market)"),
+    QueryParam::new(
+        "area",
+        schemas::text,
+        "The area (required unless area_kind is market)",
+    ),
+    QueryParam::new(
+        "property_type",
+        types_or_all,
+        "A RESO PropertyType, or All (default)",
+    ),
+];
+
+/// What `GET /api/v1/market/series` accepts: one series and a range of periods.
+const SERIES_PARAMS: &[QueryParam] = &[
+    SUMMARY_PARAMS[0],
+    SUMMARY_PARAMS[1],
+    SUMMARY_PARAMS[2],
+    QueryParam::new("period", periods, "Period length (default month)"),
+    QueryParam::new(
+        "from",
+        schemas::date,
+        "Periods that end on or after this day",
+    ),
+    QueryParam::new(
+        "to",
+        schemas::date,
+        "Periods that start on or before this day",
+    ),
+];
+
+fn areas_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.named(
+        "marketAreas",
+        "Market",
+        "Every area and property type with market data",
+    )
+    .access(Access::Read)
+    .queries(AREAS_PARAMS)
+    .answer(
+        200,
+        docs::ok("Areas", docs::items(docs::schema::<SeriesRow>())),
+    )
+    .errors(&[403])
+}
+
+fn series_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    let series = json!({
+        "type": "object",
+        "required": ["AreaKind", "Area", "PropertyType", "Period", "items"],
+        "properties": {
+            "AreaKind": {"type": "string"}, "Area": {"type": "string"},
+            "PropertyType": {"type": "string"}, "Period": {"type": "string"},
+            "items": {"type": "array", "items": docs::schema::<MetricsRow>()},
+        },
+    });
+    op.named(
+        "marketSeries",
+        "Market",
+        "Market metrics of one area and property type, per week or month",
+    )
+    .access(Access::Read)
+    .queries(SERIES_PARAMS)
+    .answer(200, docs::ok("The series", series))
+    .errors(&[403, 404])
+}
+
+fn summary_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    let row = json!({"anyOf": [docs::schema::<MetricsRow>(), {"type": "null"}]});
+    let summary = json!({
+        "type": "object",
+        "properties": {
+            "AreaKind": {"type": "string"}, "Area": {"type": "string"}, "PropertyType": {"type": "string"},
+            "CurrentMonth": row, "PreviousMonth": row, "CurrentWeek": row, "PreviousWeek": row,
+        },
+    });
+    op.named(
+        "marketSummary",
+        "Market",
+        "This month and week against the previous ones",
+    )
+    .access(Access::Read)
+    .queries(SUMMARY_PARAMS)
+    .answer(200, docs::ok("The summary", summary))
+    .errors(&[403, 404])
 }
 
 /// A field of a market request, in the query string and in a report body alike.
@@ -220,7 +349,7 @@ async fn areas(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    params.only(&["area_kind", "property_type"])?;
+    params.only(AREAS_PARAMS)?;
     let kind = params
         .text("area_kind")?
         .map(|k| parse_kind(Some(k)).map_err(query_problem))
@@ -247,7 +376,7 @@ async fn series(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    params.only(&["area_kind", "area", "property_type", "period", "from", "to"])?;
+    params.only(SERIES_PARAMS)?;
     let key = parse_series(
         params.text("area_kind")?,
         params.text("area")?,
@@ -292,7 +421,7 @@ async fn summary(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    params.only(&["area_kind", "area", "property_type"])?;
+    params.only(SUMMARY_PARAMS)?;
     let key = parse_series(
         params.text("area_kind")?,
         params.text("area")?,

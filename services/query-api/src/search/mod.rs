@@ -1,6 +1,7 @@
 //! Search: filters, sorts and keyset cursors over the read model (`QueryBuilder` with
 //! bound parameters: the one place search SQL is put together), and the open-house list.
 
+use aide::transform::TransformOperation;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -10,12 +11,18 @@ use chrono::{DateTime, Utc};
 use keh_auth::Caller;
 use keh_events::reso::{PropertyType, StandardStatus};
 use keh_http::Problem;
+use keh_http::docs::{self, Access, Describe as _, QueryParam};
 use keh_listing::ListingState;
+use keh_resources::ListingResource;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::{QueryBuilder, Row};
 
-use crate::params::{Params, invalid};
+mod filters;
+
+use filters::Filters;
+
+use crate::params::{Params, invalid, schemas};
 use crate::visibility::{hidden_statuses, push_visibility, visible};
 use crate::{QueryApi, SCHEMA, database_problem};
 
@@ -87,115 +94,123 @@ fn decode_cursor(order: &Order, raw: &str) -> Result<(Value, String), Problem> {
     Ok((parts.1, parts.2))
 }
 
-const SEARCH_PARAMS: &[&str] = &[
-    "status",
-    "property_type",
-    "city",
-    "postal_code",
-    "min_price",
-    "max_price",
-    "min_beds",
-    "min_baths",
-    "min_area",
-    "max_area",
-    "bbox",
-    "q",
-    "modified_since",
-    "sort",
-    "limit",
-    "cursor",
-    "count",
-];
-
-/// The parsed filters of a search.
-struct Filters {
-    statuses: Vec<String>,
-    types: Vec<String>,
-    city: Option<String>,
-    postal_code: Option<String>,
-    min_price: Option<Decimal>,
-    max_price: Option<Decimal>,
-    min_beds: Option<i32>,
-    min_baths: Option<i32>,
-    min_area: Option<Decimal>,
-    max_area: Option<Decimal>,
-    bbox: Option<[f64; 4]>,
-    text: Option<String>,
-    modified_since: Option<DateTime<Utc>>,
+/// Comma-separated RESO values of an enumeration.
+fn enum_list(values: impl IntoIterator<Item = &'static str>) -> Value {
+    json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": values.into_iter().collect::<Vec<_>>()}})
 }
 
-impl Filters {
-    fn parse(params: &Params) -> Result<Self, Problem> {
-        let statuses: Vec<StandardStatus> = params.list("status", "StandardStatus values")?;
-        let types: Vec<PropertyType> = params.list("property_type", "PropertyType values")?;
-        let small = |v: Option<i64>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
-        Ok(Self {
-            statuses: statuses.iter().map(|s| s.as_str().to_owned()).collect(),
-            types: types.iter().map(|s| s.as_str().to_owned()).collect(),
-            city: params.text("city")?.map(str::to_owned),
-            postal_code: params.text("postal_code")?.map(str::to_owned),
-            min_price: params.decimal("min_price")?,
-            max_price: params.decimal("max_price")?,
-            min_beds: small(params.integer("min_beds", 0, 999)?),
-            min_baths: small(params.integer("min_baths", 0, 999)?),
-            min_area: params.decimal("min_area")?,
-            max_area: params.decimal("max_area")?,
-            bbox: params.text("bbox")?.map(parse_bbox).transpose()?,
-            text: params.text("q")?.map(str::to_owned),
-            modified_since: params.timestamp("modified_since")?,
-        })
-    }
+fn statuses() -> Value {
+    enum_list(StandardStatus::ALL.iter().map(|s| s.as_str()))
+}
 
-    /// Appends ` WHERE …` with every filter bound as a parameter.
-    fn push(&self, query: &mut QueryBuilder<'_, sqlx::Postgres>) {
-        query.push(" WHERE true");
-        push_any_of(query, "standard_status", &self.statuses);
-        push_any_of(query, "property_type", &self.types);
-        if let Some(city) = &self.city {
-            query
-                .push(" AND lower(city) = lower(")
-                .push_bind(city.clone())
-                .push(")");
-        }
-        if let Some(postal_code) = &self.postal_code {
-            query
-                .push(" AND postal_code = ")
-                .push_bind(postal_code.clone());
-        }
-        push_range(query, "list_price", self.min_price, self.max_price);
-        push_range(query, "living_area", self.min_area, self.max_area);
-        if let Some(beds) = self.min_beds {
-            query.push(" AND bedrooms_total >= ").push_bind(beds);
-        }
-        if let Some(baths) = self.min_baths {
-            query
-                .push(" AND bathrooms_total_integer >= ")
-                .push_bind(baths);
-        }
-        if let Some([min_lon, min_lat, max_lon, max_lat]) = self.bbox {
-            query
-                .push(" AND point(longitude::float8, latitude::float8) <@ box(point(")
-                .push_bind(min_lon)
-                .push(", ")
-                .push_bind(min_lat)
-                .push("), point(")
-                .push_bind(max_lon)
-                .push(", ")
-                .push_bind(max_lat)
-                .push("))");
-        }
-        if let Some(text) = &self.text {
-            query
-                .push(format!(
-                    " AND listing_key IN (SELECT listing_key FROM {SCHEMA}.listing_text WHERE search @@ plainto_tsquery('simple', "
-                ))
-                .push_bind(text.clone())
-                .push("))");
-        }
-        if let Some(since) = self.modified_since {
-            query.push(" AND recorded_at >= ").push_bind(since);
-        }
-    }
+pub(crate) fn property_types() -> Value {
+    enum_list(PropertyType::ALL.iter().map(|t| t.as_str()))
+}
+
+fn rooms() -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": 999})
+}
+
+fn bbox() -> Value {
+    json!({"type": "string", "pattern": "^-?[0-9]{1,3}(\\.[0-9]{1,8})?(,-?[0-9]{1,3}(\\.[0-9]{1,8})?){3}$"})
+}
+
+fn sorts() -> Value {
+    json!({"type": "string", "enum": ["ModificationTimestamp", "-ModificationTimestamp", "ListPrice", "-ListPrice", "ListingKey", "-ListingKey"]})
+}
+
+fn cursor() -> Value {
+    json!({"type": "string", "minLength": 1})
+}
+
+/// What `GET /api/v1/listings` accepts.
+pub(crate) const SEARCH_PARAMS: &[QueryParam] = &[
+    QueryParam::list("status", statuses, "StandardStatus values, comma-separated"),
+    QueryParam::list(
+        "property_type",
+        property_types,
+        "PropertyType values, comma-separated",
+    ),
+    QueryParam::new("city", schemas::text, "City (case-insensitive)"),
+    QueryParam::new("postal_code", schemas::text, "PostalCode"),
+    QueryParam::new("min_price", schemas::decimal, "Lowest ListPrice"),
+    QueryParam::new("max_price", schemas::decimal, "Highest ListPrice"),
+    QueryParam::new("min_beds", rooms, "Fewest BedroomsTotal"),
+    QueryParam::new("min_baths", rooms, "Fewest BathroomsTotalInteger"),
+    QueryParam::new("min_area", schemas::decimal, "Smallest LivingArea"),
+    QueryParam::new("max_area", schemas::decimal, "Largest LivingArea"),
+    QueryParam::new("bbox", bbox, "minLon,minLat,maxLon,maxLat (minimum first)"),
+    QueryParam::new(
+        "q",
+        schemas::text,
+        "Words in the address, city, postal code, subdivision or public remarks",
+    ),
+    QueryParam::new(
+        "modified_since",
+        schemas::timestamp,
+        "Changes recorded since this instant",
+    ),
+    QueryParam::new("sort", sorts, "Sort order"),
+    QueryParam::new("limit", schemas::page_size, "Page size (default 50)"),
+    QueryParam::new("cursor", cursor, "nextCursor of the previous page"),
+    QueryParam::new("count", schemas::boolean, "Add totalCount"),
+];
+
+/// What `GET /api/v1/open-houses` accepts.
+pub(crate) const OPEN_HOUSE_PARAMS: &[QueryParam] = &[
+    QueryParam::new("from", schemas::timestamp, "Window start (default now)"),
+    QueryParam::new("to", schemas::timestamp, "Window end (exclusive)"),
+    QueryParam::new("city", schemas::text, "City"),
+    QueryParam::new("postal_code", schemas::text, "PostalCode"),
+    QueryParam::new("limit", schemas::page_size, "At most (default 50)"),
+];
+
+/// The documentation of `GET /api/v1/listings`.
+pub(crate) fn search_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    let page = json!({
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {
+            "items": {"type": "array", "items": docs::schema::<ListingResource>()},
+            "nextCursor": {"type": ["string", "null"], "description": "Pass as cursor for the next page; null on the last page"},
+            "totalCount": {"type": "integer", "description": "With count=true"},
+        },
+    });
+    op.named(
+        "searchListings",
+        "Listings",
+        "Search listings (filters combine with AND; keyset pagination)",
+    )
+    .access(Access::Read)
+    .queries(SEARCH_PARAMS)
+    .answer(200, docs::ok("A page of listings", page))
+    .errors(&[403])
+}
+
+/// The documentation of `GET /api/v1/open-houses`.
+pub(crate) fn open_houses_docs(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    let nullable_text = json!({"type": ["string", "null"]});
+    let open_house = json!({
+        "type": "object",
+        "properties": {
+            "ListingKey": {"type": "string"}, "OpenHouseKey": {"type": "string"},
+            "OpenHouseDate": {"type": "string", "format": "date"},
+            "OpenHouseStartTime": {"type": "string", "format": "date-time"},
+            "OpenHouseEndTime": {"type": "string", "format": "date-time"},
+            "OpenHouseType": {"type": "string"},
+            "OpenHouseRemarks": nullable_text, "UnparsedAddress": nullable_text,
+            "City": nullable_text, "PostalCode": nullable_text,
+        },
+    });
+    op.named(
+        "openHouses",
+        "Listings",
+        "Scheduled open houses in a time window, soonest first",
+    )
+    .access(Access::Read)
+    .queries(OPEN_HOUSE_PARAMS)
+    .answer(200, docs::ok("Open houses", docs::items(open_house)))
+    .errors(&[403])
 }
 
 /// `GET /api/v1/listings`: search with filters, keyset pagination and an optional count.
@@ -316,68 +331,6 @@ fn push_sort_value(
     Ok(())
 }
 
-/// `column = value` for one value, `column = ANY(values)` for several. One value must be an
-/// equality: PostgreSQL then walks an index on `(column, sort column)` in sort order, which
-/// it does not do for `ANY` (a search of one status sorted by price would sort every row of
-/// that status).
-fn push_any_of(query: &mut QueryBuilder<'_, sqlx::Postgres>, column: &str, values: &[String]) {
-    match values {
-        [] => {}
-        [one] => {
-            query
-                .push(format!(" AND {column} = "))
-                .push_bind(one.clone());
-        }
-        many => {
-            query
-                .push(format!(" AND {column} = ANY("))
-                .push_bind(many.to_vec())
-                .push(")");
-        }
-    }
-}
-
-fn push_range(
-    query: &mut QueryBuilder<'_, sqlx::Postgres>,
-    column: &str,
-    min: Option<Decimal>,
-    max: Option<Decimal>,
-) {
-    if let Some(min) = min {
-        query.push(format!(" AND {column} >= ")).push_bind(min);
-    }
-    if let Some(max) = max {
-        query.push(format!(" AND {column} <= ")).push_bind(max);
-    }
-}
-
-fn parse_bbox(raw: &str) -> Result<[f64; 4], Problem> {
-    let bad = || {
-        invalid(
-            "bbox",
-            "invalid-value",
-            "must be minLon,minLat,maxLon,maxLat in degrees",
-        )
-    };
-    let numbers: Vec<f64> = raw
-        .split(',')
-        .map(|p| p.trim().parse::<f64>().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let [min_lon, min_lat, max_lon, max_lat] = numbers.as_slice() else {
-        return Err(bad());
-    };
-    let in_range =
-        |lon: f64, lat: f64| (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat);
-    if !in_range(*min_lon, *min_lat)
-        || !in_range(*max_lon, *max_lat)
-        || min_lon > max_lon
-        || min_lat > max_lat
-    {
-        return Err(bad());
-    }
-    Ok([*min_lon, *min_lat, *max_lon, *max_lat])
-}
-
 /// `GET /api/v1/open-houses`: scheduled (not canceled) open houses starting in
 /// `[from, to)` (default: from now on), soonest first, optionally in one city or postal code.
 pub(crate) async fn open_houses(
@@ -386,7 +339,7 @@ pub(crate) async fn open_houses(
     params: Params,
 ) -> Result<Response, Problem> {
     caller.require_read()?;
-    params.only(&["from", "to", "city", "postal_code", "limit"])?;
+    params.only(OPEN_HOUSE_PARAMS)?;
     let from = params.timestamp("from")?.unwrap_or_else(Utc::now);
     let to = params.timestamp("to")?;
     let city = params.text("city")?.map(str::to_owned);
