@@ -210,25 +210,34 @@ fn attachment(id: Uuid, extension: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
+/// A finished report's file as an attachment named `market-report-ID.EXTENSION`.
+async fn download(
+    api: &QueryApi,
+    caller: &Caller,
+    path: &ReportPath,
+    extension: &str,
+    body: impl FnOnce(reports::ReportFiles) -> Response,
+) -> Result<Response, Problem> {
+    caller.require_read()?;
+    let (id, files) = report_files(api, &path.report_id).await?;
+    let mut response = body(files);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_DISPOSITION, attachment(id, extension));
+    Ok(response)
+}
+
 /// `GET /api/v1/market/reports/{ReportId}/report.csv`.
 pub(super) async fn report_csv(
     State(api): State<QueryApi>,
     caller: Caller,
     Path(path): Path<ReportPath>,
 ) -> Result<Response, Problem> {
-    caller.require_read()?;
-    let (id, files) = report_files(&api, &path.report_id).await?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            ),
-            (header::CONTENT_DISPOSITION, attachment(id, "csv")),
-        ],
-        files.csv,
-    )
-        .into_response())
+    download(&api, &caller, &path, "csv", |files| {
+        let csv = HeaderValue::from_static("text/csv; charset=utf-8");
+        ([(header::CONTENT_TYPE, csv)], files.csv).into_response()
+    })
+    .await
 }
 
 /// `GET /api/v1/market/reports/{ReportId}/report.json`.
@@ -237,11 +246,8 @@ pub(super) async fn report_json(
     caller: Caller,
     Path(path): Path<ReportPath>,
 ) -> Result<Response, Problem> {
-    caller.require_read()?;
-    let (id, files) = report_files(&api, &path.report_id).await?;
-    let mut response = Json(files.json).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_DISPOSITION, attachment(id, "json"));
-    Ok(response)
+    download(&api, &caller, &path, "json", |files| {
+        Json(files.json).into_response()
+    })
+    .await
 }
