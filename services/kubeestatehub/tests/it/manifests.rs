@@ -446,3 +446,88 @@ fn each_overlays_nats_configuration_is_valid_and_production_is_a_three_server_cl
         }
     }
 }
+
+/// `"256Mi"`, `"1Gi"`, `"512M"` in MiB.
+fn mebibytes(quantity: &str) -> f64 {
+    let units: [(&str, f64); 4] = [
+        ("Gi", 1024.0),
+        ("Mi", 1.0),
+        ("G", 1e9 / 1_048_576.0),
+        ("M", 1e6 / 1_048_576.0),
+    ];
+    for (suffix, factor) in units {
+        if let Some(number) = quantity.strip_suffix(suffix) {
+            return number.parse::<f64>().expect("a number") * factor;
+        }
+    }
+    panic!("a memory quantity in Mi, Gi, M or G: {quantity}")
+}
+
+/// The peak RSS figures (MiB) of bench/RESULTS.md's headline table, by row label.
+fn measured_peaks() -> Vec<(String, f64)> {
+    let results =
+        std::fs::read_to_string(repo().join("bench/RESULTS.md")).expect("bench/RESULTS.md");
+    results
+        .lines()
+        .take_while(|line| !line.starts_with("Baselines"))
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let label = cells.get(1)?;
+            let value = cells.get(2)?.replace(',', "").parse::<f64>().ok()?;
+            label
+                .starts_with("peak RSS")
+                .then(|| ((*label).to_owned(), value))
+        })
+        .collect()
+}
+
+/// Memory limits come from measurements: each role's limit leaves a quarter above the
+/// peak `bench/run` measured for it at full size (the APIs are bounded by the peak of every
+/// role in one process under load), so a pod is not killed at the size the benchmark runs.
+#[test]
+fn every_roles_memory_limit_is_above_its_measured_peak() {
+    let peaks = measured_peaks();
+    let peak = |label: &str| {
+        peaks
+            .iter()
+            .find(|(row, _)| row.starts_with(label))
+            .map(|(_, value)| *value)
+            .unwrap_or_else(|| panic!("bench/RESULTS.md has no row \"{label}…\": {peaks:?}"))
+    };
+    let measured = [
+        ("relay", peak("peak RSS, relay alone")),
+        ("projector", peak("peak RSS, projector alone")),
+        ("analytics", peak("peak RSS, analytics alone")),
+        ("command-api", peak("peak RSS, all roles in one process")),
+        ("query-api", peak("peak RSS, all roles in one process")),
+    ];
+    let mut short = Vec::new();
+    for overlay in OVERLAYS {
+        let docs = documents(&render(overlay));
+        for (role, peak) in measured {
+            let deployment = docs
+                .iter()
+                .find(|d| {
+                    d["kind"] == "Deployment"
+                        && d["metadata"]["name"]
+                            .as_str()
+                            .is_some_and(|n| n.ends_with(role))
+                })
+                .unwrap_or_else(|| panic!("{overlay}: no Deployment for {role}"));
+            for container in deployment["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .expect("containers")
+            {
+                let limit = container["resources"]["limits"]["memory"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{overlay}/{role}: no memory limit"));
+                if mebibytes(limit) < peak * 1.25 {
+                    short.push(format!(
+                        "{overlay}/{role}: limit {limit} is not a quarter above the measured peak of {peak} MB"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(short.is_empty(), "{}", short.join("\n"));
+}
