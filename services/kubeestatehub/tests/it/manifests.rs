@@ -1,6 +1,8 @@
 //! The Kubernetes manifests, offline: every overlay builds without warnings, validates
-//! strictly against the Kubernetes 1.32 schemas, passes checkov, the YAML is lint-clean, and the rendered
-//! manifests agree with the binary (subcommands, environment variables, probes, ports).
+//! strictly against the Kubernetes 1.32 schemas, passes checkov, the YAML is lint-clean, the
+//! rendered manifests agree with the binary (subcommands, environment variables, probes,
+//! ports), memory limits sit above measured peaks, and the admission policies admit the
+//! platform's pods and refuse unsafe ones.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -530,4 +532,29 @@ fn every_roles_memory_limit_is_above_its_measured_peak() {
         }
     }
     assert!(short.is_empty(), "{}", short.join("\n"));
+}
+
+/// Each overlay's admission policies (Kubernetes' CEL, evaluated by cel-python) admit every
+/// pod the overlay runs and refuse what they exist to refuse: a container without limits, a
+/// privileged one or one that may escalate, a pod on the host's network.
+#[test]
+fn the_admission_policies_admit_the_platform_and_refuse_unsafe_pods() {
+    for overlay in OVERLAYS {
+        let file =
+            std::env::temp_dir().join(format!("keh-{overlay}-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&file, render(overlay)).expect("write");
+        let (ok, out, errors) = run(Command::new(python_tool("python"))
+            .arg(repo().join("services/kubeestatehub/tests/admission.py"))
+            .arg(&file));
+        let _ = std::fs::remove_file(&file);
+        assert!(ok, "{overlay}: {errors}");
+        let report: Value = serde_json::from_str(&out).expect("the checker's JSON");
+        assert!(
+            report["policies"].as_u64() >= Some(1),
+            "{overlay}: {report}"
+        );
+        assert!(report["pods"].as_u64() >= Some(8), "{overlay}: {report}");
+        assert_eq!(report["refused"], serde_json::json!([]), "{overlay}");
+        assert_eq!(report["admitted"], serde_json::json!([]), "{overlay}");
+    }
 }
