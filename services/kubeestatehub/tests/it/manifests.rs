@@ -558,3 +558,51 @@ fn the_admission_policies_admit_the_platform_and_refuse_unsafe_pods() {
         assert_eq!(report["admitted"], serde_json::json!([]), "{overlay}");
     }
 }
+
+/// One release throughout: the image tag (development's is the locally built image), the
+/// `app.kubernetes.io/version` label of every object and the migrate Job's name
+/// (`migrate-VERSION`) all name the version of this binary, so a release that bumps one
+/// and not the others fails here.
+#[test]
+fn the_release_is_named_the_same_everywhere() {
+    let version = env!("CARGO_PKG_VERSION");
+    for overlay in OVERLAYS {
+        let docs = documents(&render(overlay));
+        let mut wrong = Vec::new();
+        for doc in &docs {
+            let name = doc["metadata"]["name"].as_str().unwrap_or("?");
+            let kind = doc["kind"].as_str().unwrap_or("?");
+            if doc["metadata"]["labels"]["app.kubernetes.io/version"] != version {
+                wrong.push(format!("{kind}/{name}: version label"));
+            }
+            let template = if kind == "CronJob" {
+                &doc["spec"]["jobTemplate"]["spec"]["template"]
+            } else {
+                &doc["spec"]["template"]
+            };
+            for container in template["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let image = container["image"].as_str().unwrap_or("");
+                // Development runs the image built on the developer's machine.
+                let expected = if overlay == "development" {
+                    "development"
+                } else {
+                    version
+                };
+                if image.contains("/kubeestatehub:") && !image.ends_with(&format!(":{expected}")) {
+                    wrong.push(format!("{kind}/{name}: image {image}"));
+                }
+            }
+        }
+        assert!(
+            docs.iter().any(
+                |d| d["kind"] == "Job" && d["metadata"]["name"] == format!("migrate-{version}")
+            ),
+            "{overlay}: no Job migrate-{version}"
+        );
+        assert!(wrong.is_empty(), "{overlay}: {}", wrong.join("\n"));
+    }
+}
