@@ -79,8 +79,8 @@ pub struct AuthSettings {
     /// Whether an agent may change every listing of their office, not only their own.
     pub office_access: bool,
     pub password_policy: policy::PasswordPolicy,
-    /// Take the client address from `X-Forwarded-For` (behind a proxy that sets it).
-    pub trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` names the client (the Gateway).
+    pub trusted_proxies: ratelimit::TrustedProxies,
 }
 
 impl Default for AuthSettings {
@@ -93,7 +93,7 @@ impl Default for AuthSettings {
             anonymous_read: true,
             office_access: false,
             password_policy: policy::PasswordPolicy::default(),
-            trust_forwarded_for: false,
+            trusted_proxies: ratelimit::TrustedProxies::default(),
         }
     }
 }

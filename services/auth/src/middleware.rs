@@ -86,7 +86,7 @@ pub async fn resolve(
         Err(problem) => return with_challenge(problem.into_response()),
     };
     let settings = auth.settings();
-    let address = crate::ratelimit::client_address(&request, settings.trust_forwarded_for);
+    let address = crate::ratelimit::client_address(&request, &settings.trusted_proxies);
     request.extensions_mut().insert(Caller {
         principal,
         anonymous_read: settings.anonymous_read,

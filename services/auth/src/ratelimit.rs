@@ -10,11 +10,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use keh_http::Problem;
 
 use crate::principal::Caller;
@@ -29,30 +30,60 @@ pub struct RateLimit {
     callers: DefaultKeyedRateLimiter<String>,
     addresses: DefaultKeyedRateLimiter<String>,
     sign_ins: DefaultKeyedRateLimiter<String>,
-    trust_forwarded_for: bool,
+    proxies: TrustedProxies,
 }
 
-/// The client's address: the peer, or behind a trusted proxy the hop it appended last
-/// to `X-Forwarded-For` (the leftmost entries are whatever the client wrote). IPv6
-/// clients are grouped by /64, the block one client usually holds.
-pub fn client_address(request: &Request, trust_forwarded_for: bool) -> String {
-    let forwarded = trust_forwarded_for
-        .then(|| {
-            request
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        })
-        .flatten();
-    let peer = || {
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip())
-    };
-    match forwarded.or_else(peer) {
+/// The proxies in front of the APIs whose `X-Forwarded-For` is believed
+/// (`KEH_TRUSTED_PROXIES`: the Gateway's addresses). Empty: the peer is the client, whatever
+/// a header says.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Arc<[IpNet]>);
+
+impl TrustedProxies {
+    pub fn new(ranges: Vec<IpNet>) -> Self {
+        Self(ranges.into())
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|range| range.contains(&ip))
+    }
+
+    /// The client behind `peer`: `peer` itself unless it is a trusted proxy; then, walking
+    /// `X-Forwarded-For` from the right (each proxy appends the address it was reached
+    /// from), the first hop that is not a trusted proxy. Entries left of it are whatever the
+    /// client wrote and are never believed.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = peer.to_canonical();
+        if !self.contains(client) {
+            return client;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .collect();
+        for hop in hops.iter().rev() {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = ip.to_canonical();
+            if !self.contains(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// The client's address (see [`TrustedProxies`]). IPv6 clients are grouped by /64, the
+/// block one client usually holds.
+pub fn client_address(request: &Request, proxies: &TrustedProxies) -> String {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| proxies.client(info.0.ip(), request.headers()));
+    match client {
         Some(IpAddr::V6(v6)) => {
             let segments = v6.segments();
             format!(
@@ -71,7 +102,7 @@ fn keyed(per_second: NonZeroU32, burst: NonZeroU32) -> DefaultKeyedRateLimiter<S
 
 impl RateLimit {
     /// `None` when `per_second` is 0 (no limit).
-    pub fn new(per_second: u32, burst: u32, trust_forwarded_for: bool) -> Option<Arc<Self>> {
+    pub fn new(per_second: u32, burst: u32, proxies: TrustedProxies) -> Option<Arc<Self>> {
         let rate = NonZeroU32::new(per_second)?;
         let burst = NonZeroU32::new(burst).unwrap_or(rate);
         let five = |n: NonZeroU32| n.saturating_mul(NonZeroU32::MIN.saturating_add(4));
@@ -82,7 +113,7 @@ impl RateLimit {
                 NonZeroU32::new(SIGN_IN_PER_SECOND).unwrap_or(NonZeroU32::MIN),
                 NonZeroU32::new(SIGN_IN_BURST).unwrap_or(NonZeroU32::MIN),
             ),
-            trust_forwarded_for,
+            proxies,
         }))
     }
 
@@ -95,7 +126,7 @@ impl RateLimit {
     }
 
     fn address(&self, request: &Request) -> String {
-        client_address(request, self.trust_forwarded_for)
+        client_address(request, &self.proxies)
     }
 }
 
@@ -162,4 +193,64 @@ pub async fn limit_addresses(
         );
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(ranges: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(ranges.iter().map(|r| r.parse().unwrap()).collect())
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_header_from_a_peer_that_is_not_a_trusted_proxy_is_ignored() {
+        let headers = forwarded(&["203.0.113.9"]);
+        assert_eq!(
+            proxies(&[]).client(ip("198.51.100.7"), &headers),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            proxies(&["10.0.0.0/8"]).client(ip("198.51.100.7"), &headers),
+            ip("198.51.100.7"),
+            "a client reaching the pod directly cannot name another address"
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_client_is_the_last_untrusted_hop() {
+        let trusted = proxies(&["10.0.0.0/8", "fd00::/8"]);
+        // The client wrote a made-up first entry; the Gateway appended the real address.
+        let headers = forwarded(&["192.0.2.1, 203.0.113.9"]);
+        assert_eq!(trusted.client(ip("10.1.2.3"), &headers), ip("203.0.113.9"));
+        // Two proxies: the inner one appended the outer one's address.
+        let headers = forwarded(&["192.0.2.1", "203.0.113.9, 10.9.9.9"]);
+        assert_eq!(trusted.client(ip("10.1.2.3"), &headers), ip("203.0.113.9"));
+        // An IPv4 peer seen as an IPv4-mapped IPv6 address is the same peer.
+        assert_eq!(
+            trusted.client(ip("::ffff:10.1.2.3"), &forwarded(&["203.0.113.9"])),
+            ip("203.0.113.9")
+        );
+        // Nothing appended, or garbage: the proxy itself is what is known.
+        assert_eq!(
+            trusted.client(ip("10.1.2.3"), &HeaderMap::new()),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            trusted.client(ip("10.1.2.3"), &forwarded(&["203.0.113.9, not-an-address"])),
+            ip("10.1.2.3")
+        );
+    }
 }

@@ -118,7 +118,7 @@ pub async fn start(
     if let Some(limit) = keh_auth::ratelimit::RateLimit::new(
         settings.rate_limit_per_second,
         settings.rate_limit_burst,
-        settings.trust_forwarded_for,
+        keh_auth::ratelimit::TrustedProxies::new(settings.trusted_proxies.clone()),
     ) {
         let idle = Arc::clone(&limit);
         let token = shutdown.clone();

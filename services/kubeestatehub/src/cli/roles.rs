@@ -91,7 +91,7 @@ impl Settings {
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs.max(1)),
             anonymous_read: self.anonymous_read,
             office_access: self.agent_office_access,
-            trust_forwarded_for: self.trust_forwarded_for,
+            trusted_proxies: keh_auth::ratelimit::TrustedProxies::new(self.trusted_proxies.clone()),
         }
     }
 

@@ -422,10 +422,17 @@ pub struct Settings {
     )]
     pub rate_limit_burst: u32,
 
-    /// Take the client address from the first `X-Forwarded-For` hop (only behind a proxy
-    /// that sets it).
-    #[arg(long, global = true, env = "KEH_TRUST_FORWARDED_FOR", default_value_t = false, action = ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// Address ranges of the proxies in front of the APIs (the Gateway), comma-separated
+    /// CIDRs, e.g. `10.0.0.0/8`: behind one of them the client is the last
+    /// `X-Forwarded-For` hop no trusted proxy holds (for rate limits and live-feed
+    /// allowances); empty: the peer is the client, whatever a header says.
+    #[arg(
+        long,
+        global = true,
+        env = "KEH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Browser origins allowed to call the APIs (CORS), comma-separated, e.g.
     /// `https://app.example.com`; empty: no CORS.

@@ -609,6 +609,39 @@ async fn callers_beyond_their_rate_get_429_with_retry_after_and_others_do_not() 
     app.stop().await;
 }
 
+/// Anonymous callers are limited by address: behind a trusted proxy the address it appended
+/// to `X-Forwarded-For`, from anyone else the peer's, whatever the header says.
+#[tokio::test]
+async fn only_a_trusted_proxy_names_the_client_a_rate_limit_keys_on() {
+    let budget = |trusted: Vec<ipnet::IpNet>| async move {
+        let db = TestDb::create().await;
+        let mut settings = settings(&db, &nats_url(), &unique_id());
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 2;
+        settings.trusted_proxies = trusted;
+        let app = TestApp::spawn(settings, Roles::ALL).await;
+        let mut statuses = Vec::new();
+        // Three clients behind the proxy, two requests each (within each one's burst).
+        for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+            for _ in 0..2 {
+                let request = client_with(None)
+                    .get(app.url("/api/v1/market/areas"))
+                    .header("x-forwarded-for", format!("192.0.2.99, {client}"));
+                statuses.push(app.send(request).await.status);
+            }
+        }
+        app.stop().await;
+        statuses
+    };
+    // The test's requests come from loopback: trusted, each forwarded client has its own
+    // budget (the made-up leftmost entry is never believed).
+    let behind_the_gateway = budget(vec!["127.0.0.0/8".parse().unwrap()]).await;
+    assert_eq!(behind_the_gateway, [200; 6], "{behind_the_gateway:?}");
+    // Not trusted: the header names no one; all six share the peer's budget.
+    let direct = budget(Vec::new()).await;
+    assert!(direct.contains(&429), "{direct:?}");
+}
+
 #[tokio::test]
 async fn cors_answers_only_the_configured_origins() {
     let db = TestDb::create().await;

@@ -280,7 +280,7 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         // Tests send bursts; the rate-limit test turns it on for itself.
         rate_limit_per_second: 0,
         rate_limit_burst: 0,
-        trust_forwarded_for: false,
+        trusted_proxies: Vec::new(),
         cors_origins: Vec::new(),
     }
 }
