@@ -65,6 +65,8 @@ pub struct RelaySettings {
     pub duplicate_window: Duration,
     /// Maximum age of messages in the stream (zero: kept for ever).
     pub max_age: Duration,
+    /// Most bytes the stream may hold (-1: no limit); a full stream refuses new messages.
+    pub max_bytes: i64,
     /// Events read and published per pipeline.
     pub batch_size: i64,
     /// Poll interval when no notification arrives (notifications can be missed on reconnect).
@@ -93,6 +95,7 @@ impl Default for RelaySettings {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::ZERO,
+            max_bytes: -1,
             batch_size: 500,
             idle_poll: Duration::from_secs(1),
             gather: Duration::from_millis(10),
@@ -463,9 +466,14 @@ impl Relay {
 
     /// Reads every durable consumer's outstanding messages (failures only logged: metrics).
     async fn record_consumers(&self) {
-        let Ok(stream) = self.jetstream.get_stream(&self.settings.stream).await else {
+        let Ok(mut stream) = self.jetstream.get_stream(&self.settings.stream).await else {
             return;
         };
+        if let Ok(info) = stream.info().await {
+            let bytes = i64::try_from(info.state.bytes).unwrap_or(i64::MAX);
+            self.metrics.stream_bytes.set(bytes);
+            self.metrics.stream_max_bytes.set(info.config.max_bytes);
+        }
         let mut consumers = stream.consumers();
         while let Some(info) = consumers.next().await {
             match info {

@@ -24,6 +24,9 @@ pub struct RelayMetrics {
     /// not yet acknowledged (the leader reads them from JetStream every few seconds, so the
     /// figure keeps moving when a consumer is down).
     pub consumer_pending: IntGaugeVec,
+    /// Bytes the stream holds, and the most it may (-1: no limit).
+    pub stream_bytes: IntGauge,
+    pub stream_max_bytes: IntGauge,
 }
 
 impl RelayMetrics {
@@ -77,6 +80,14 @@ impl RelayMetrics {
                 ),
                 &["consumer"],
             )?,
+            stream_bytes: IntGauge::with_opts(opts(
+                "keh_relay_stream_bytes",
+                "Bytes the stream holds",
+            ))?,
+            stream_max_bytes: IntGauge::with_opts(opts(
+                "keh_relay_stream_max_bytes",
+                "Most bytes the stream may hold (-1: no limit)",
+            ))?,
         };
         registry.register(Box::new(metrics.published.clone()))?;
         registry.register(Box::new(metrics.duplicates.clone()))?;
@@ -87,6 +98,8 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.backlog_age.clone()))?;
         registry.register(Box::new(metrics.lag.clone()))?;
         registry.register(Box::new(metrics.consumer_pending.clone()))?;
+        registry.register(Box::new(metrics.stream_bytes.clone()))?;
+        registry.register(Box::new(metrics.stream_max_bytes.clone()))?;
         Ok(metrics)
     }
 }

@@ -13,12 +13,14 @@ impl Relay {
             subjects: vec![self.layout.all()],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
-            discard: stream::DiscardPolicy::Old,
+            // Full (max_bytes) means refusing what does not fit, never dropping the oldest:
+            // the relay waits and the stream keeps equal to the store.
+            discard: stream::DiscardPolicy::New,
             max_age: self.settings.max_age,
             duplicate_window: self.settings.duplicate_window,
             num_replicas: self.settings.replicas,
             max_messages: -1,
-            max_bytes: -1,
+            max_bytes: self.settings.max_bytes,
             max_messages_per_subject: -1,
             deny_delete: true,
             allow_direct: true,

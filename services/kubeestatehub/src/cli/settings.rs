@@ -186,6 +186,13 @@ pub struct Settings {
     )]
     pub stream_max_age_secs: u64,
 
+    /// Most bytes each stream may hold (0: no limit). A full stream refuses what would not
+    /// fit (`discard: new`): the relay waits, nothing is lost, dropped or reordered, and the
+    /// `KehStreamNearlyFull` alert fires well before; raise it (or the volume) and restart
+    /// the relay.
+    #[arg(long, global = true, env = "KEH_STREAM_MAX_BYTES", default_value_t = 0)]
+    pub stream_max_bytes: u64,
+
     /// Events the relay reads and publishes per pipeline.
     #[arg(long, global = true, env = "KEH_RELAY_BATCH", default_value_t = 500)]
     pub relay_batch: i64,

@@ -250,6 +250,7 @@ pub(crate) fn settings(db: &TestDb, nats_url: &str, id: &str) -> Settings {
         stream_replicas: 1,
         stream_duplicate_window_secs: 120,
         stream_max_age_secs: 0,
+        stream_max_bytes: 0,
         relay_batch: 100,
         relay_idle_poll_ms: 200,
         relay_gather_ms: 3,

@@ -344,3 +344,49 @@ async fn global_order_is_numeric_transaction_order_across_digit_boundaries() {
     app.stop().await;
     delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
 }
+
+/// A stream at its byte limit (`KEH_STREAM_MAX_BYTES`, `discard: new`) refuses what does not
+/// fit: the relay waits with the rest unpublished, the stream holds the store's beginning in
+/// order, nothing is dropped; once the limit is raised and the relay restarted, it publishes
+/// the rest and the stream equals the store.
+#[tokio::test]
+async fn a_full_stream_makes_the_relay_wait_and_loses_nothing() {
+    let db = TestDb::create().await;
+    let id = unique_id();
+    let roles = Roles {
+        command_api: true,
+        relay: true,
+        ..Roles::NONE
+    };
+    let mut small = settings(&db, &nats_url(), &id);
+    small.stream_max_bytes = 6_000;
+    let app = TestApp::spawn(small, roles).await;
+    for i in 0..20 {
+        app.create_listing(body(i)).await;
+    }
+    eventually(
+        "the relay's publishes are refused by the full stream",
+        || async { app.metric("keh_relay_publish_errors_total").await > 0.0 },
+    )
+    .await;
+    let pool = db.pool().await;
+    let stored = stored_events(&pool).await;
+    assert_eq!(stored.len(), 20);
+    let held = stream_messages(&nats_url(), &app.settings.stream).await;
+    assert!(
+        !held.is_empty() && held.len() < stored.len(),
+        "the full stream holds {} of {} events",
+        held.len(),
+        stored.len()
+    );
+    assert_stream_equals_store(&held, &stored[..held.len()]);
+    app.stop().await;
+
+    // The operator raises the limit (here: none) and restarts the relay.
+    let app = TestApp::spawn(settings(&db, &nats_url(), &id), roles).await;
+    let published = wait_for_stream(&nats_url(), &app.settings.stream, stored.len()).await;
+    assert_stream_equals_store(&published, &stored);
+    pool.close().await;
+    app.stop().await;
+    delete_stream(&nats_url(), &format!("KEH_T_{id}")).await;
+}
