@@ -1,4 +1,9 @@
-//! The relay's Prometheus metrics (registered per instance).
+//! The relay's Prometheus metrics (registered per instance), and the gauges its leader
+//! refreshes from the store and JetStream.
+
+use futures::StreamExt as _;
+use keh_store::outbox::{self, Cursor};
+use sqlx::PgConnection;
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
@@ -101,5 +106,51 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.stream_bytes.clone()))?;
         registry.register(Box::new(metrics.stream_max_bytes.clone()))?;
         Ok(metrics)
+    }
+}
+
+/// The gauges the leader refreshes every `metrics_every`: the backlog from the store, the
+/// stream's size and each consumer's pending count from JetStream.
+impl super::Relay {
+    pub(crate) async fn record_backlog(
+        &self,
+        leader: &mut PgConnection,
+        cursor: Cursor,
+    ) -> Result<(), sqlx::Error> {
+        let (count, oldest) = outbox::backlog(&mut *leader, cursor).await?;
+        self.metrics.backlog.set(count);
+        let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+        self.metrics.backlog_age.set(age);
+        Ok(())
+    }
+
+    /// Reads every durable consumer's outstanding messages (failures only logged: metrics).
+    pub(crate) async fn record_consumers(&self) {
+        let Ok(mut stream) = self.jetstream.get_stream(&self.settings.stream).await else {
+            return;
+        };
+        if let Ok(info) = stream.info().await {
+            let bytes = i64::try_from(info.state.bytes).unwrap_or(i64::MAX);
+            self.metrics.stream_bytes.set(bytes);
+            self.metrics.stream_max_bytes.set(info.config.max_bytes);
+        }
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.next().await {
+            match info {
+                Ok(info) => {
+                    let pending = i64::try_from(info.num_pending)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+                    self.metrics
+                        .consumer_pending
+                        .with_label_values(&[info.name.as_str()])
+                        .set(pending);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read consumer state");
+                    break;
+                }
+            }
+        }
     }
 }
