@@ -125,6 +125,9 @@ fn js_error(error: impl std::fmt::Display) -> RelayError {
     RelayError::JetStream(error.to_string())
 }
 
+/// The longest the leader waits for JetStream's figures when it refreshes its gauges.
+const NATS_GAUGES_WITHIN: Duration = Duration::from_secs(1);
+
 /// How many unknown messages at the stream's end a reconciliation looks past before it
 /// gives up and asks for an operator.
 const MAX_WALK_BACK: u64 = 10_000;
@@ -342,10 +345,12 @@ impl Relay {
                         .unwrap_or(Cursor::START),
                 };
                 self.record_backlog(leader, cursor).await?;
-                // Consumer lag needs NATS: only once reconciled (else every refresh would
-                // wait out a request timeout).
+                // Consumer lag and the stream's size need NATS: only once reconciled (else
+                // every refresh would wait out a request timeout), and never for long: a
+                // NATS that died unnoticed must not hold back the backlog gauge above,
+                // which is what tells of the outage.
                 if position.is_some() {
-                    self.record_consumers().await;
+                    let _ = tokio::time::timeout(NATS_GAUGES_WITHIN, self.record_consumers()).await;
                 }
                 last_backlog = tokio::time::Instant::now();
             }
