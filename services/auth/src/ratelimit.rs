@@ -57,13 +57,13 @@ impl TrustedProxies {
         if !self.contains(client) {
             return client;
         }
-        let hops: Vec<&str> = headers
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
+            .rev()
             .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .collect();
-        for hop in hops.iter().rev() {
+            .flat_map(|value| value.rsplit(','));
+        for hop in hops {
             let Ok(ip) = hop.trim().parse::<IpAddr>() else {
                 break;
             };

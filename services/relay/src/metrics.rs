@@ -126,14 +126,14 @@ impl super::Relay {
 
     /// Reads every durable consumer's outstanding messages (failures only logged: metrics).
     pub(crate) async fn record_consumers(&self) {
-        let Ok(mut stream) = self.jetstream.get_stream(&self.settings.stream).await else {
+        let Ok(stream) = self.jetstream.get_stream(&self.settings.stream).await else {
             return;
         };
-        if let Ok(info) = stream.info().await {
-            let bytes = i64::try_from(info.state.bytes).unwrap_or(i64::MAX);
-            self.metrics.stream_bytes.set(bytes);
-            self.metrics.stream_max_bytes.set(info.config.max_bytes);
-        }
+        // Fetched with the stream itself.
+        let info = stream.cached_info();
+        let bytes = i64::try_from(info.state.bytes).unwrap_or(i64::MAX);
+        self.metrics.stream_bytes.set(bytes);
+        self.metrics.stream_max_bytes.set(info.config.max_bytes);
         let mut consumers = stream.consumers();
         while let Some(info) = consumers.next().await {
             match info {

@@ -5,8 +5,9 @@
 use super::*;
 
 impl Relay {
-    /// Creates or updates the stream with explicit settings.
-    pub(crate) async fn ensure_stream(&self) -> Result<(), RelayError> {
+    /// Creates or updates the stream with explicit settings; its state as JetStream
+    /// answered.
+    pub(crate) async fn ensure_stream(&self) -> Result<stream::Info, RelayError> {
         let config = stream::Config {
             name: self.settings.stream.clone(),
             description: Some("KubeEstateHub listing events (published by the relay)".to_owned()),
@@ -29,8 +30,7 @@ impl Relay {
         self.jetstream
             .create_or_update_stream(config)
             .await
-            .map_err(js_error)?;
-        Ok(())
+            .map_err(js_error)
     }
 
     /// Finds where the stream ends in the store's order: the stream's last message names an
@@ -41,13 +41,13 @@ impl Relay {
         leader: &mut PgConnection,
     ) -> Result<Position, RelayError> {
         self.metrics.reconciles.inc();
-        self.ensure_stream().await?;
-        let mut stream = self
+        // The answer to creating or updating the stream is its state: no second request.
+        let state = self.ensure_stream().await?.state;
+        let stream = self
             .jetstream
-            .get_stream(&self.settings.stream)
+            .get_stream_no_info(&self.settings.stream)
             .await
             .map_err(js_error)?;
-        let state = stream.info().await.map_err(js_error)?.state.clone();
         let last = state.last_sequence;
         if state.messages == 0 {
             if last == 0 {
