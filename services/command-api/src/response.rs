@@ -81,11 +81,9 @@ pub(crate) fn listing_response(
     let Some(state) = listing.into_state() else {
         return Problem::not_found("no such listing").into_response();
     };
-    let details = &state.details;
-    let audience = keh_resources::Audience::private_if(caller.may_see_private(
-        details.list_agent_key.as_ref().map(|k| k.as_str()),
-        details.list_office_key.as_ref().map(|k| k.as_str()),
-    ));
+    let audience = keh_resources::Audience::of(&state, |agent, office| {
+        caller.may_see_private(agent, office)
+    });
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
         headers.insert(header::ETAG, etag);

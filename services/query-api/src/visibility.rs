@@ -10,16 +10,17 @@ use sqlx::QueryBuilder;
 
 /// Whether `caller` may see the private fields of the listing whose state is `state`.
 pub(crate) fn may_see_private(caller: &Caller, state: &ListingState) -> bool {
-    caller.may_see_private(
-        state.details.list_agent_key.as_ref().map(|k| k.as_str()),
-        state.details.list_office_key.as_ref().map(|k| k.as_str()),
-    )
+    audience(caller, state) == Audience::Private
+}
+
+fn audience(caller: &Caller, state: &ListingState) -> Audience {
+    Audience::of(state, |agent, office| caller.may_see_private(agent, office))
 }
 
 /// The listing as `caller` may see it: private fields for its agent and administrators
 /// only, and, for everyone, no media URL that is not safe to follow.
 pub(crate) fn visible(state: ListingState, caller: &Caller) -> ListingResource {
-    let audience = Audience::private_if(may_see_private(caller, &state));
+    let audience = audience(caller, &state);
     ListingResource::new(state, audience)
 }
 

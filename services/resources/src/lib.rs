@@ -32,9 +32,18 @@ pub enum Audience {
 }
 
 impl Audience {
-    /// [`Audience::Private`] when `may_see_private`.
-    pub fn private_if(may_see_private: bool) -> Self {
-        if may_see_private {
+    /// The audience a reader is for the listing whose state is `state`, given whether it may
+    /// see the private fields of a listing of that agent and office
+    /// (`keh_auth::Caller::may_see_private`).
+    pub fn of(
+        state: &ListingState,
+        may_see_private: impl FnOnce(Option<&str>, Option<&str>) -> bool,
+    ) -> Self {
+        let details = &state.details;
+        if may_see_private(
+            details.list_agent_key.as_ref().map(|k| k.as_str()),
+            details.list_office_key.as_ref().map(|k| k.as_str()),
+        ) {
             Self::Private
         } else {
             Self::Public
