@@ -25,10 +25,12 @@ impl Settings {
             replicas: self.stream_replicas,
             duplicate_window: Duration::from_secs(self.stream_duplicate_window_secs),
             max_age: Duration::from_secs(self.stream_max_age_secs),
-            max_bytes: i64::try_from(self.stream_max_bytes)
-                .ok()
-                .filter(|bytes| *bytes > 0)
-                .unwrap_or(-1),
+            // 0 in the setting (no limit) is JetStream's -1.
+            max_bytes: if self.stream_max_bytes > 0 {
+                self.stream_max_bytes
+            } else {
+                -1
+            },
             batch_size: self.relay_batch.max(1),
             idle_poll: Duration::from_millis(self.relay_idle_poll_ms.max(10)),
             gather: Duration::from_millis(self.relay_gather_ms),

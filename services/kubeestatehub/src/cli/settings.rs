@@ -190,8 +190,9 @@ pub struct Settings {
     /// fit (`discard: new`): the relay waits, nothing is lost, dropped or reordered, and the
     /// `KehStreamNearlyFull` alert fires well before; raise it (or the volume) and restart
     /// the relay.
-    #[arg(long, global = true, env = "KEH_STREAM_MAX_BYTES", default_value_t = 0)]
-    pub stream_max_bytes: u64,
+    #[arg(long, global = true, env = "KEH_STREAM_MAX_BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub stream_max_bytes: i64,
 
     /// Events the relay reads and publishes per pipeline.
     #[arg(long, global = true, env = "KEH_RELAY_BATCH", default_value_t = 500)]
