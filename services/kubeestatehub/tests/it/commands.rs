@@ -1,6 +1,6 @@
 //! The command API end to end: responses, versions, idempotency, concurrency, publication.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use keh_events::EventEnvelope;
@@ -78,14 +78,9 @@ async fn create_returns_state_and_is_published_with_the_documented_contract() {
     assert_eq!(stored.len(), 1);
     assert_eq!((stored[0].1.as_str(), stored[0].2), (key.as_str(), 1));
 
-    // ...and, within a second, on the stream with the documented subject and headers.
-    let started = Instant::now();
+    // ...and on the stream with the documented subject and headers. (How soon is measured
+    // by `bench/run`'s lag phase, not timed here: a loaded CI machine would make it flaky.)
     let published = wait_for_stream(&nats_url(), &app.settings.stream, 1).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "published after {:?}",
-        started.elapsed()
-    );
     let message = &published[0];
     let partition = keh_events::subject::partition_of(&key, app.settings.partitions);
     assert_eq!(
