@@ -14,13 +14,14 @@ use serde_json::Value;
 
 const OVERLAYS: [&str; 3] = ["development", "staging", "production"];
 /// The custom resources the overlays use: no built-in schema, so the project keeps one each.
-const CUSTOM_KINDS: [&str; 6] = [
+const CUSTOM_KINDS: [&str; 7] = [
     "HTTPRoute",
     "PodMonitor",
     "PrometheusRule",
     "ScaledObject",
     "Gateway",
     "Certificate",
+    "VerticalPodAutoscaler",
 ];
 
 pub(crate) fn repo() -> PathBuf {
@@ -265,6 +266,7 @@ fn custom_schema(kind: &str) -> Option<PathBuf> {
         "ScaledObject" => "scaledobject.json",
         "Gateway" => "gateway.json",
         "Certificate" => "certificate.json",
+        "VerticalPodAutoscaler" => "verticalpodautoscaler.json",
         _ => return None,
     };
     Some(repo().join("deploy/kustomize/schemas").join(file))
@@ -275,8 +277,31 @@ fn custom_resources_match_the_schemas_the_project_keeps_and_the_alerts_are_teste
     let mut kinds = BTreeSet::new();
     let mut rules = None;
     for overlay in OVERLAYS {
-        for doc in documents(&render(overlay)) {
+        let docs = documents(&render(overlay));
+        let deployments: BTreeSet<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == "Deployment")
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .collect();
+        for doc in &docs {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            if kind == "VerticalPodAutoscaler" {
+                // Recommendations only: KEDA scales the consumers on CPU and memory, and a
+                // VPA acting on the same signals would fight it.
+                let target = &doc["spec"]["targetRef"];
+                assert!(
+                    target["kind"] == "Deployment"
+                        && target["name"]
+                            .as_str()
+                            .is_some_and(|name| deployments.contains(name)),
+                    "{overlay}: a VPA targets {target}, not a Deployment of the overlay"
+                );
+                assert_eq!(
+                    doc["spec"]["updatePolicy"]["updateMode"], "Off",
+                    "{overlay}: VPA {} must only recommend",
+                    doc["metadata"]["name"]
+                );
+            }
             let Some(schema) = custom_schema(&kind) else {
                 continue;
             };
