@@ -123,6 +123,22 @@ macro_rules! define_details {
             /// The JSON names of the descriptive fields.
             pub const FIELDS: &'static [&'static str] = &[$($name),+];
 
+            /// Reads the value of the descriptive field named `name` from `map`; `Ok(false)`
+            /// when `name` is not one (the value is then still unread). For records that carry
+            /// these fields at their own level: serde's `flatten` would first copy every field
+            /// into an intermediate tree, the largest cost of reading such a record.
+            pub fn read_field<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                name: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match name {
+                    $($name => self.$field = map.next_value()?,)+
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+
             /// Applies `patch` to these details.
             pub fn apply(&mut self, patch: &DetailsPatch) {
                 $(

@@ -11,6 +11,8 @@ use keh_events::reso::{
 };
 use serde::{Deserialize, Serialize};
 
+mod read;
+
 /// A media reference of a listing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
@@ -49,7 +51,9 @@ pub struct OpenHouse {
 }
 
 /// The full state of a listing, in RESO names. `Version` is the number of events applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// Read back by a reader of its own (`read.rs`: the derived one would pay for `flatten`);
+/// a field added here is added there too, or the round-trip test fails.
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListingState {
     pub listing_key: ListingKey,
