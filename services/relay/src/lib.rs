@@ -125,9 +125,6 @@ fn js_error(error: impl std::fmt::Display) -> RelayError {
     RelayError::JetStream(error.to_string())
 }
 
-/// The longest the leader waits for JetStream's figures when it refreshes its gauges.
-const NATS_GAUGES_WITHIN: Duration = Duration::from_secs(1);
-
 /// How many unknown messages at the stream's end a reconciliation looks past before it
 /// gives up and asks for an operator.
 const MAX_WALK_BACK: u64 = 10_000;
@@ -350,7 +347,7 @@ impl Relay {
                 // NATS that died unnoticed must not hold back the backlog gauge above,
                 // which is what tells of the outage.
                 if position.is_some() {
-                    let _ = tokio::time::timeout(NATS_GAUGES_WITHIN, self.record_consumers()).await;
+                    self.record_stream_gauges().await;
                 }
                 last_backlog = tokio::time::Instant::now();
             }

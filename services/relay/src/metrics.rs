@@ -109,6 +109,9 @@ impl RelayMetrics {
     }
 }
 
+/// The longest the leader waits for JetStream's figures when it refreshes its gauges.
+const NATS_GAUGES_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The gauges the leader refreshes every `metrics_every`: the backlog from the store, the
 /// stream's size and each consumer's pending count from JetStream.
 impl super::Relay {
@@ -124,8 +127,13 @@ impl super::Relay {
         Ok(())
     }
 
-    /// Reads every durable consumer's outstanding messages (failures only logged: metrics).
-    pub(crate) async fn record_consumers(&self) {
+    /// Reads the stream's size and every durable consumer's outstanding messages, for at
+    /// most [`NATS_GAUGES_WITHIN`] (failures only logged: metrics).
+    pub(crate) async fn record_stream_gauges(&self) {
+        let _ = tokio::time::timeout(NATS_GAUGES_WITHIN, self.read_stream_gauges()).await;
+    }
+
+    async fn read_stream_gauges(&self) {
         let Ok(stream) = self.jetstream.get_stream(&self.settings.stream).await else {
             return;
         };
